@@ -1,0 +1,176 @@
+"""Agent settings, read from the legacy ``synapse-agent.conf`` format.
+
+Existing installations already have ``/etc/synapse-agent/synapse-agent.conf``; reading its
+``[rabbitmq]`` section with the legacy keys and defaults lets the agent replace the old one in
+place. The agent's own options live in ``[agent]`` so the legacy sections keep their meaning.
+Keys the agent does not use (``status_exchange``, ``poller_delay``...) are ignored, as the
+legacy agent ignored most of them.
+"""
+
+import configparser
+import dataclasses
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from ..errors import ConfigError
+
+DEFAULT_AGENT_CONFIG = "/etc/synapse-agent/synapse-agent.conf"
+
+_TRUE = {"1", "y", "yes", "true", "on"}
+_FALSE = {"0", "n", "no", "false", "off", ""}
+
+
+def _option(default: Any, section: str = "rabbitmq", key: str = "", **kwargs: Any) -> Any:
+    """A dataclass field that remembers which ``[section] key`` of the file it comes from."""
+    return field(default=default, metadata={"section": section, "key": key}, **kwargs)
+
+
+@dataclass
+class BrokerSettings:
+    """How to reach and log in to RabbitMQ (shared by the agent and ``cloudmanagers call``)."""
+
+    host: str = _option("localhost")
+    port: int = _option(5672)
+    ssl_port: int = _option(5671)
+    vhost: str = _option("/")
+    username: str = _option("guest")
+    password: str = _option("guest", repr=False)
+    use_ssl: bool = _option(False)
+    ssl_auth: bool = _option(False)
+    cacertfile: str = _option("/etc/synapse-agent/ssl/certs/cacert.pem")
+    certfile: str = _option("/etc/synapse-agent/ssl/certs/cert.pem")
+    keyfile: str = _option("/etc/synapse-agent/ssl/private/key.pem")
+    heartbeat: int = _option(30)
+    retry_delay: float = _option(5.0)
+    connection_attempts: int = _option(5000)
+
+    @property
+    def effective_port(self) -> int:
+        """The port actually dialled: ``ssl_port`` when TLS is on, as the legacy agent did."""
+        return self.ssl_port if self.use_ssl else self.port
+
+    def describe(self) -> str:
+        """A URL for log lines: it never contains the password."""
+        scheme = "amqps" if self.use_ssl else "amqp"
+        user = "" if self.ssl_auth else f"{urllib.parse.quote(self.username, safe='')}@"
+        vhost = urllib.parse.quote(self.vhost, safe="")
+        return f"{scheme}://{user}{self.host}:{self.effective_port}/{vhost}"
+
+
+@dataclass
+class AgentSettings:
+    """What the agent consumes, where it answers, and how it runs requests."""
+
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    uuid: str = _option("")
+    exchange: str = _option("amq.fanout")
+    publish_exchange: str = _option("inbox")
+    publish_routing_key: str = _option("")
+    workers: int = _option(8, "agent")
+    max_request_age: float = _option(300.0, "agent")
+    declare: bool = _option(True, "agent")
+    permissions: str = _option("", "agent")
+    uuid_file: str = _option("/var/lib/synapse-agent/cloudmanagers-agent.uuid", "agent")
+    reply_cache_size: int = _option(1024, "agent")
+    log_level: str = _option("INFO", "log", key="level")
+
+
+def _convert(raw: str, kind: Any, where: str) -> Any:
+    text = raw.strip()
+    if kind is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{where}: '{text}' is not a boolean (use true or false)")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"{where}: '{text}' is not a number") from None
+    return text
+
+
+def _read_into(instance: Any, parser: configparser.ConfigParser, path: str) -> None:
+    """Set every field of ``instance`` that the file defines, converted to the field's type."""
+    for spec in dataclasses.fields(instance):
+        if "section" not in spec.metadata:
+            continue
+        section, key = spec.metadata["section"], spec.metadata["key"] or spec.name
+        if parser.has_option(section, key):
+            where = f"{path} [{section}] {key}"
+            setattr(instance, spec.name, _convert(parser.get(section, key), spec.type, where))
+
+
+def _check(settings: AgentSettings) -> None:
+    """Reject values that would only fail later, far from their cause."""
+    broker = settings.broker
+    rules = {
+        "[rabbitmq] port": 0 < broker.port < 65536,
+        "[rabbitmq] ssl_port": 0 < broker.ssl_port < 65536,
+        "[rabbitmq] heartbeat": broker.heartbeat >= 0,
+        "[rabbitmq] retry_delay": broker.retry_delay > 0,
+        "[rabbitmq] connection_attempts": broker.connection_attempts >= 1,
+        "[agent] workers": settings.workers >= 1,
+        "[agent] max_request_age": settings.max_request_age >= 0,
+        "[agent] reply_cache_size": settings.reply_cache_size >= 1,
+    }
+    bad = [name for name, ok in rules.items() if not ok]
+    if bad:
+        raise ConfigError(f"out of range: {', '.join(bad)}")
+
+
+def load_settings(path: Optional[str] = None) -> AgentSettings:
+    """Read the agent config file.
+
+    With no ``path`` the default file is read if it exists (a missing default file means all
+    defaults, like the legacy agent); a path given explicitly must exist, so a typo is not
+    silently replaced by defaults.
+    """
+    chosen = path or DEFAULT_AGENT_CONFIG
+    parser = configparser.ConfigParser(interpolation=None)
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"agent config file {path} does not exist")
+    try:
+        parser.read(chosen, encoding="utf-8")
+    except configparser.Error as err:
+        raise ConfigError(f"cannot parse {chosen}: {err}") from None
+    settings = AgentSettings()
+    _read_into(settings.broker, parser, chosen)
+    _read_into(settings, parser, chosen)
+    _check(settings)
+    return settings
+
+
+def apply_url(broker: BrokerSettings, url: str) -> None:
+    """Override host, port, credentials, vhost and TLS from an ``amqp(s)://`` URL.
+
+    The URL is parsed here rather than by ``pika.URLParameters`` so that ``amqps`` keeps the
+    CA verification configured in the file instead of pika's URL-driven TLS options.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError("--url must start with amqp:// or amqps://")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError("--url has an invalid port") from None
+    broker.use_ssl = parts.scheme == "amqps"
+    broker.host = parts.hostname or broker.host
+    if port:
+        setattr(broker, "ssl_port" if broker.use_ssl else "port", port)
+    if parts.username is not None:
+        broker.username = urllib.parse.unquote(parts.username)
+    if parts.password is not None:
+        broker.password = urllib.parse.unquote(parts.password)
+    if parts.path not in ("", "/"):
+        broker.vhost = urllib.parse.unquote(parts.path[1:])
+
+
+def safe_summary(settings: AgentSettings) -> Dict[str, Any]:
+    """The settings as a dict without secrets, for the start-up log line."""
+    shown = dataclasses.asdict(settings)
+    shown["broker"] = settings.broker.describe()
+    return shown

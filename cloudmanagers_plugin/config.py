@@ -1,0 +1,302 @@
+"""The plugin's configuration: one INI section per cloud manager.
+
+The file is parsed once and parsed again only when it changes on disk (its inode, size or
+mtime), so a busy agent does not re-read it per message as the 2013 plugin did, yet an
+operator's edit takes effect without a restart. Each section is validated on its own: a typo
+in one cloud manager's section gives that section a clear error (naming file, section and
+key) while the others keep working.
+"""
+
+import configparser
+import logging
+import os
+import re
+import stat
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Tuple, Union
+
+import yaml
+
+from .errors import ConfigError, NotFound
+
+LOG = logging.getLogger(__name__)
+
+ENV_VAR = "CLOUDMANAGERS_CONF"
+DEFAULT_PATHS = ("/etc/synapse/cloudmanagers.conf", "/etc/synapse-agent/plugins/cloudmanagers.conf")
+NOT_A_CLOUD_MANAGER = "general"
+INTERFACES = ("public", "internal", "admin")
+CLOUDS_YAML_PATHS = (
+    "clouds.yaml",
+    os.path.expanduser("~/.config/openstack/clouds.yaml"),
+    "/etc/openstack/clouds.yaml",
+)
+KNOWN_KEYS = frozenset(
+    {
+        "cm_type", "url", "keystone_base_url", "auth_url", "nova_base_url", "tenant_name",
+        "project_name", "username", "password", "user_domain_name", "project_domain_name",
+        "region_name", "interface", "cacert", "insecure", "timeout", "cloud", "clouds_yaml",
+        "networks", "compute_api_version",
+    }
+)
+
+
+@dataclass(frozen=True)
+class CloudManagerConfig:
+    """One validated cloud manager section. ``password`` never appears in repr()."""
+
+    name: str
+    source: str
+    cm_type: str
+    url: str
+    auth_url: str
+    username: str
+    password: str = field(repr=False)
+    project_name: str
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    region_name: Optional[str] = None
+    interface: str = "public"
+    cacert: Optional[str] = None
+    insecure: bool = False
+    timeout: float = 30.0
+    compute_url: Optional[str] = None
+    networks: str = "auto"
+    compute_api_version: str = "2.47"
+
+    def where(self, key: str) -> str:
+        """'<file>: section [<name>]: key '<key>'', the prefix of every error about a key."""
+        return f"{self.source}: section [{self.name}]: key '{key}'"
+
+
+def resolve_path(explicit: Optional[str] = None) -> str:
+    """Explicit path, else $CLOUDMANAGERS_CONF, else the first default that exists."""
+    if explicit:
+        return explicit
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    for candidate in DEFAULT_PATHS:
+        if os.path.exists(candidate):
+            return candidate
+    return DEFAULT_PATHS[0]
+
+
+def identity_v3_url(url: str) -> str:
+    """Keystone v2.0 is gone upstream: a legacy ``.../v2.0`` (or unversioned) URL means v3."""
+    url = url.rstrip("/")
+    if url.endswith("/v3"):
+        return url
+    return re.sub(r"/v2\.0$", "", url) + "/v3"
+
+
+def compute_v21_url(url: str) -> str:
+    """A legacy Nova ``.../v2/[tenant]`` URL means the same host's microversioned ``/v2.1``."""
+    url = url.rstrip("/")
+    base = re.sub(r"/v2(\.\d+)?(/[^/]*)?$", "", url)
+    return base + "/v2.1"
+
+
+def _origin(url: str) -> str:
+    match = re.match(r"^([a-z][a-z0-9+.-]*://[^/]+)", url, re.I)
+    return match.group(1) if match else url
+
+
+class ConfigFile:
+    """The cloud managers file, cached until it changes. Thread-safe."""
+
+    def __init__(self, path: Optional[str] = None):
+        self._explicit = path
+        self._lock = threading.Lock()
+        self._stamp: Optional[Tuple] = None
+        self._path = ""
+        self._sections: Dict[str, Union[CloudManagerConfig, ConfigError]] = {}
+        self._error: Optional[ConfigError] = None
+
+    @property
+    def path(self) -> str:
+        return self._path or resolve_path(self._explicit)
+
+    def section_ids(self) -> List[str]:
+        """The cloud manager ids, in file order (invalid sections included)."""
+        self._refresh()
+        return list(self._sections)
+
+    def get(self, section: str) -> CloudManagerConfig:
+        """The validated section, or the section's ConfigError, or NotFound."""
+        self._refresh()
+        entry = self._sections.get(section)
+        if entry is None:
+            known = ", ".join(self._sections) or "none"
+            raise NotFound(f"unknown cloud manager '{section}' (configured in {self.path}: {known})")
+        if isinstance(entry, ConfigError):
+            raise entry
+        return entry
+
+    def all(self) -> Mapping[str, Union[CloudManagerConfig, ConfigError]]:
+        """Every section, valid or not (for check-config)."""
+        self._refresh()
+        return dict(self._sections)
+
+    def _refresh(self) -> None:
+        path = resolve_path(self._explicit)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: cannot read the cloud managers file ({exc.strerror}); "
+                f"pass --config, set {ENV_VAR}, or create {DEFAULT_PATHS[0]}"
+            ) from None
+        stamp = (path, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if stamp != self._stamp:
+                self._load(path, st)
+                self._stamp = stamp
+                self._path = path
+            if self._error:
+                raise self._error
+
+    def _load(self, path: str, st: os.stat_result) -> None:
+        if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+            LOG.warning("%s is readable by other users and holds passwords: chmod 640 it", path)
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+            self._error = ConfigError(f"{path}: not a valid INI file: {_first_line(exc)}")
+            self._sections = {}
+            return
+        self._error = None
+        self._sections = {}
+        for name in parser.sections():
+            if name.lower() == NOT_A_CLOUD_MANAGER:
+                continue
+            try:
+                self._sections[name] = _section(path, name, parser[name])
+            except ConfigError as exc:
+                self._sections[name] = exc
+        LOG.info("loaded %d cloud manager(s) from %s", len(self._sections), path)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManagerConfig:
+    """Validate one section (merged over its clouds.yaml entry when ``cloud`` is set)."""
+
+    def where(key: str) -> str:
+        return f"{path}: section [{name}]: key '{key}'"
+
+    for key in raw:
+        if key not in KNOWN_KEYS and key not in raw.parser.defaults():
+            LOG.warning("%s is unknown and ignored", where(key))
+    values: Dict[str, str] = {}
+    if raw.get("cloud"):
+        values.update(_from_clouds_yaml(raw["cloud"], raw.get("clouds_yaml"), where("cloud")))
+    values.update({key: value.strip() for key, value in raw.items()})
+
+    def required(*keys: str) -> str:
+        for key in keys:
+            if values.get(key):
+                return values[key]
+        raise ConfigError(f"{where(keys[0])} is missing or empty")
+
+    cm_type = required("cm_type").lower()
+    auth_url = required("keystone_base_url", "auth_url")
+    if not re.match(r"^https?://", auth_url):
+        raise ConfigError(f"{where('keystone_base_url')} must be an http(s) URL, got '{auth_url}'")
+    interface = values.get("interface", "public").lower().replace("url", "")
+    if interface not in INTERFACES:
+        raise ConfigError(f"{where('interface')} must be one of {', '.join(INTERFACES)}, got '{interface}'")
+    cacert = values.get("cacert") or None
+    if cacert and not os.path.isfile(cacert):
+        raise ConfigError(f"{where('cacert')}: file {cacert} does not exist")
+    compute_url = values.get("nova_base_url") or None
+    return CloudManagerConfig(
+        name=name,
+        source=path,
+        cm_type=cm_type,
+        url=values.get("url") or _origin(auth_url),
+        auth_url=identity_v3_url(auth_url),
+        username=required("username"),
+        password=required("password"),
+        project_name=required("project_name", "tenant_name"),
+        user_domain_name=values.get("user_domain_name") or "Default",
+        project_domain_name=values.get("project_domain_name") or "Default",
+        region_name=values.get("region_name") or None,
+        interface=interface,
+        cacert=cacert,
+        insecure=_boolean(values.get("insecure", "false"), where("insecure")),
+        timeout=_positive(values.get("timeout", "30"), where("timeout")),
+        compute_url=compute_v21_url(compute_url) if compute_url else None,
+        networks=values.get("networks") or "auto",
+        compute_api_version=values.get("compute_api_version") or "2.47",
+    )
+
+
+def _boolean(value: str, where: str) -> bool:
+    states = configparser.ConfigParser.BOOLEAN_STATES
+    if value.lower() not in states:
+        raise ConfigError(f"{where} must be true or false, got '{value}'")
+    return states[value.lower()]
+
+
+def _positive(value: str, where: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number <= 0:
+        raise ConfigError(f"{where} must be a positive number of seconds, got '{value}'")
+    return number
+
+
+def _from_clouds_yaml(cloud: str, explicit: Optional[str], where: str) -> Dict[str, str]:
+    """Flatten one clouds.yaml entry (and its secure.yaml twin) into section keys."""
+    candidates = [explicit] if explicit else [os.environ.get("OS_CLIENT_CONFIG_FILE"), *CLOUDS_YAML_PATHS]
+    for path in filter(None, candidates):
+        if os.path.isfile(path):
+            break
+    else:
+        raise ConfigError(f"{where}: no clouds.yaml found (looked in {', '.join(filter(None, candidates))})")
+    entry = _yaml_cloud(path, cloud, where)
+    secure = os.path.join(os.path.dirname(path), "secure.yaml")
+    if os.path.isfile(secure):
+        _merge(entry, _yaml_cloud(secure, cloud, where, required=False))
+    auth = entry.get("auth") or {}
+    flat = {
+        "auth_url": auth.get("auth_url"),
+        "username": auth.get("username"),
+        "password": auth.get("password"),
+        "project_name": auth.get("project_name") or auth.get("tenant_name"),
+        "user_domain_name": auth.get("user_domain_name") or auth.get("domain_name"),
+        "project_domain_name": auth.get("project_domain_name") or auth.get("domain_name"),
+        "region_name": entry.get("region_name"),
+        "interface": entry.get("interface"),
+        "cacert": entry.get("cacert"),
+        "timeout": entry.get("api_timeout"),
+    }
+    if entry.get("verify") is False:
+        flat["insecure"] = "true"
+    return {key: str(value) for key, value in flat.items() if value not in (None, "")}
+
+
+def _yaml_cloud(path: str, cloud: str, where: str, required: bool = True) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {_first_line(exc)}") from None
+    entry = (document.get("clouds") or {}).get(cloud)
+    if entry is None and required:
+        raise ConfigError(f"{where}: cloud '{cloud}' is not in {path}")
+    return entry or {}
+
+
+def _merge(base: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value

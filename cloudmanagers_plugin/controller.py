@@ -1,0 +1,333 @@
+"""The ``cloudmanagers`` resource controller: message -> action -> status dict.
+
+It validates the request, picks the section's driver and calls the driver's plain verbs; it
+knows nothing of HTTP, Nova or AMQP. Every failure becomes an ``error`` reply: nothing
+escapes ``process``. It is thread-safe, so the agent may run several messages at once.
+"""
+
+import base64
+import binascii
+import logging
+import threading
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from . import states
+from .config import CloudManagerConfig, ConfigFile
+from .drivers import driver_class
+from .drivers.base import DELETED, CloudDriver, Flavor, Server
+from .errors import BadRequest, CloudManagerError, Conflict, NotFound
+from .host import ResourcesController
+
+LOG = logging.getLogger(__name__)
+
+MAX_WAIT = 3600.0
+CONFIRM_WAIT = 600.0  # how long ``confirm: true`` waits for VERIFY_RESIZE when no ``wait`` is given
+RESIZABLE = ("ACTIVE", "SHUTOFF")
+_JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
+               str: "a string", type(None): "null"}
+
+Status = Dict[str, Any]
+
+
+class CloudmanagersController(ResourcesController):
+    """Synapse resource controller for the ``cloudmanagers`` collection."""
+
+    __resource__ = "cloudmanagers"
+
+    def __init__(self, module: Any = None, config_path: Optional[str] = None, agent_uuid: str = ""):
+        super().__init__(module)
+        self.agent_uuid = agent_uuid
+        self.config = ConfigFile(config_path)
+        self._drivers: Dict[str, CloudDriver] = {}
+        self._drivers_lock = threading.Lock()
+        self._reply_lock = threading.Lock()
+        self._actions: Mapping[str, Callable[..., Status]] = {
+            "read": self.read,
+            "create": self.create,
+            "update": self.update,
+            "delete": self.delete,
+            "ping": self.ping,
+        }
+
+    # -- the synapse entry point ------------------------------------------------------------
+
+    def process(self, message: Any) -> Any:
+        """Run one request and return the full synapse reply (a dict when standalone).
+
+        Inside a legacy synapse agent the reply is the agent's own ``OutgoingMessage``, built by
+        its ``set_response``, which is what that agent publishes.
+        """
+        res_id = message.get("id", "") if isinstance(message, dict) else ""
+        try:
+            action, res_id, attributes = self._parse(message)
+            return self._reply(res_id, self._actions[action](res_id=res_id, attributes=attributes))
+        except CloudManagerError as exc:
+            return self._reply(res_id, error=str(exc))
+        except Exception as exc:  # a bug must still give a reply, and keep the agent serving
+            LOG.exception("unexpected %s while handling a %s request", type(exc).__name__, self.__resource__)
+            return self._reply(res_id, error=f"internal error ({type(exc).__name__}); see the agent's log")
+
+    def _parse(self, message: Any) -> Tuple[str, str, Dict[str, Any]]:
+        if not isinstance(message, dict):
+            raise BadRequest(f"a request must be a JSON object, got {_json_type(message)}")
+        action = message.get("action")
+        if not isinstance(action, str) or not action:
+            raise BadRequest("the request has no 'action' (read, create, update, delete or ping)")
+        if action not in self._actions:
+            raise BadRequest(f"unknown action '{action}'; use read, create, update, delete or ping")
+        collection = message.get("collection", self.__resource__)
+        if collection != self.__resource__:
+            raise BadRequest(f"this controller serves '{self.__resource__}', not '{collection}'")
+        res_id = message.get("id") or ""
+        if not isinstance(res_id, str):
+            raise BadRequest(f"'id' must be a string (a cloud manager id), got {_json_type(res_id)}")
+        attributes = message.get("attributes")
+        if attributes is None and "attributes" not in message:
+            attributes = {}
+        if not isinstance(attributes, dict):
+            raise BadRequest(f"'attributes' must be an object, got {_json_type(attributes)}")
+        # The synapse agent always adds its ``monitor`` flag; this plugin keeps no monitored state.
+        return action, res_id, {key: value for key, value in attributes.items() if key != "monitor"}
+
+    def _reply(self, res_id: Any, status: Optional[Status] = None, error: Optional[str] = None) -> Any:
+        extra = {"error": error} if error is not None else {}
+        with self._reply_lock:  # set_response reads self.res_id, as in the synapse agent
+            self.res_id = res_id
+            return self.set_response(status or {}, **extra)
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def ping(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
+        """synapse-client's discovery probe: an empty status."""
+        return {}
+
+    def read(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
+        """Cloud managers; or a cloud manager's VMs, images, or one VM's details."""
+        attributes = attributes or {}
+        if not res_id:
+            return {"cloudmanagers": self.config.section_ids()}
+        config, driver = self._section(res_id)
+        if _flag(attributes, "listimages", present_means_true=True):
+            return {"cloudmanagers": res_id, "url": config.url, "images": driver.list_images()}
+        name = _text(attributes, "name", required=False)
+        if name is None:
+            return {"cloudmanagers": res_id, "url": config.url, "VMs": driver.list_server_names()}
+        return self._details(res_id, config, driver, driver.find_server(name))
+
+    def create(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
+        """Boot a VM; a VM already bearing the name is an error and nothing is created."""
+        attributes = attributes or {}
+        _, driver = self._section(res_id)
+        name = _text(attributes, "name")
+        flavor_ref = _text(attributes, "flavor")
+        image_ref = _text(attributes, "image")
+        key_name = _text(attributes, "key", required=False)
+        user_data = _user_data(attributes)
+        wait = _wait(attributes)
+        flavor = driver.find_flavor(flavor_ref)
+        image_id = driver.find_image(image_ref)
+        existing = driver.servers_named(name)
+        if existing:
+            raise Conflict(
+                f"a VM named '{name}' already exists on '{res_id}' (id {existing[0].id}); no VM was created"
+            )
+        server = driver.create_server(name, flavor, image_id, key_name, user_data)
+        if wait:
+            server = driver.wait_for_status(server.id, {"ACTIVE"}, wait)
+        return {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
+                "vm_id": server.id}
+
+    def update(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
+        """Change a VM's state (``status``) and/or resize it (``flavor``, ``confirm``, ``revert``)."""
+        attributes = attributes or {}
+        _, driver = self._section(res_id)
+        name = _text(attributes, "name")
+        requested = _text(attributes, "status", required=False)
+        flavor_ref = _text(attributes, "flavor", required=False)
+        confirm = _flag(attributes, "confirm")
+        revert = _flag(attributes, "revert")
+        wait = _wait(attributes)
+        if not (requested or flavor_ref or revert):
+            raise BadRequest("update needs 'status' and/or 'flavor' (or 'revert': true)")
+        row = states.normalise(requested) if requested else None
+        flavor = driver.find_flavor(flavor_ref) if flavor_ref else None
+        server = driver.find_server(name)
+        reply: Status = {"cloudmanager": res_id, "vm_name": server.name, "vm_id": server.id}
+        actions = []
+        if row:
+            action = states.plan(server.status, requested)
+            if action:
+                driver.set_state(server.id, action)
+                actions.append(action)
+                if wait:
+                    server = driver.wait_for_status(server.id, {row.final_status}, wait)
+        if flavor or revert:
+            server, action = self._resize(driver, server, flavor, confirm, revert, wait)
+            actions.extend(action)
+            reply["vm_flavor"] = flavor.id if flavor else driver.flavor_id(server.flavor_name)
+        reply["vm_status"] = server.status
+        reply["vm_actions"] = actions
+        return reply
+
+    def delete(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
+        """Delete a VM; an ACTIVE one only with ``force: true``."""
+        attributes = attributes or {}
+        _, driver = self._section(res_id)
+        name = _text(attributes, "name")
+        force = _flag(attributes, "force")
+        wait = _wait(attributes)
+        server = driver.find_server(name)
+        if server.status == "ACTIVE" and not force:
+            raise Conflict(
+                f"VM '{server.name}' is ACTIVE: shut it down first (status: shutdown) or send force: true"
+            )
+        driver.delete(server.id)
+        status = driver.wait_for_status(server.id, {DELETED}, wait).status if wait else server.status
+        return {"cloudmanager": res_id, "deleted": True, "vm_name": server.name, "vm_status": status,
+                "vm_id": server.id}
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _section(self, res_id: str) -> Tuple[CloudManagerConfig, CloudDriver]:
+        """The section's config and its long-lived driver (rebuilt only if the section changed)."""
+        if not res_id:
+            raise BadRequest("'id' must name a cloud manager (read with an empty id lists them)")
+        config = self.config.get(res_id)
+        with self._drivers_lock:
+            driver = self._drivers.get(res_id)
+            if driver is None or driver.config != config:
+                driver = driver_class(config.cm_type, config.where("cm_type"))(config)
+                self._drivers[res_id] = driver
+            return config, driver
+
+    def driver(self, res_id: str) -> CloudDriver:
+        """The driver serving a cloud manager id (check-config authenticates through it)."""
+        return self._section(res_id)[1]
+
+    def _details(self, res_id: str, config: CloudManagerConfig, driver: CloudDriver, server: Server) -> Status:
+        console = driver.console(server)
+        details = {
+            "cloudmanager": res_id,
+            "url": config.url,
+            "vm_name": server.name,
+            "vm_id": server.id,
+            "vm_status": server.status,
+            "vm_task_state": server.task_state,
+            "vm_vcpus": server.vcpus,
+            "vm_flavor": driver.flavor_id(server.flavor_name) or server.flavor_name,
+            "vm_flavor_name": server.flavor_name,
+            "vm_vnc_port": str(console.port) if console.url else console.reason,
+            "vm_console_url": console.url,
+        }
+        if server.fault:
+            details["vm_fault"] = server.fault
+        return details
+
+    @staticmethod
+    def _resize(
+        driver: CloudDriver, server: Server, flavor: Optional[Flavor], confirm: bool, revert: bool,
+        wait: Optional[float],
+    ) -> Tuple[Server, list]:
+        """The two-step resize of the seed API, plus ``confirm`` (one message) and ``revert``."""
+
+        def settled(current: Server) -> Server:
+            return driver.wait_for_status(current.id, RESIZABLE, wait) if wait else current
+
+        if revert or server.status == "VERIFY_RESIZE":
+            if server.status != "VERIFY_RESIZE":
+                raise Conflict(f"cannot revert a resize: VM '{server.name}' is {server.status}, not VERIFY_RESIZE")
+            if not revert and flavor and server.flavor_name != flavor.name:
+                raise Conflict(
+                    f"VM '{server.name}' awaits confirmation of a resize to {server.flavor_name}, not {flavor.name}: "
+                    "send that flavor to confirm it, or revert: true"
+                )
+            action = "revert_resize" if revert else "confirm_resize"
+            driver.set_state(server.id, action)
+            return settled(server), [action]
+        if server.status in RESIZABLE and server.flavor_name == flavor.name:
+            return server, []  # already there, including clouds that auto-confirm resizes
+        if server.status not in RESIZABLE:
+            raise Conflict(f"cannot resize VM '{server.name}' while it is {server.status} (needs ACTIVE or SHUTOFF)")
+        driver.resize(server.id, flavor)
+        if not (confirm or wait):
+            return server, ["resize"]
+        server = driver.wait_for_status(
+            server.id, {"VERIFY_RESIZE"}, wait or CONFIRM_WAIT,
+            done=lambda s: s.status in RESIZABLE and s.flavor_name == flavor.name and not s.task_state,
+        )
+        if confirm and server.status == "VERIFY_RESIZE":
+            driver.set_state(server.id, "confirm_resize")
+            return settled(server), ["resize", "confirm_resize"]
+        return server, ["resize"]
+
+
+# -- attribute validation -------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _text(attributes: Dict[str, Any], key: str, required: bool = True, aliases: Tuple[str, ...] = ()) -> Optional[str]:
+    """A string attribute (numbers accepted, as the seed sends flavor ids both ways)."""
+    present = [k for k in (key, *aliases) if attributes.get(k) is not None]
+    if not present:
+        if required:
+            raise BadRequest(f"attribute '{key}' is required")
+        return None
+    value = attributes[present[0]]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise BadRequest(f"attribute '{present[0]}' must be a string, got {_json_type(value)}")
+    value = str(value).strip()
+    if not value:
+        if required:
+            raise BadRequest(f"attribute '{present[0]}' must not be empty")
+        return None
+    return value
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0", "")
+
+
+def _flag(attributes: Dict[str, Any], key: str, present_means_true: bool = False) -> bool:
+    """A boolean attribute: JSON booleans, 0/1, or true/false/yes/no strings."""
+    if key not in attributes:
+        return False
+    value = attributes[key]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    if present_means_true and value is not None:
+        return True
+    raise BadRequest(f"attribute '{key}' must be true or false, got {_json_type(value)} {value!r}"[:200])
+
+
+def _wait(attributes: Dict[str, Any]) -> Optional[float]:
+    """``wait``: seconds to wait for the VM's final state (absent or 0: answer at once)."""
+    value = attributes.get("wait")
+    if value is None or value is False:
+        return None
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"attribute 'wait' must be a number of seconds, got {_json_type(value)}") from None
+    if not 0 <= seconds <= MAX_WAIT:
+        raise BadRequest(f"attribute 'wait' must be between 0 and {MAX_WAIT:g} seconds")
+    return seconds or None
+
+
+def _user_data(attributes: Dict[str, Any]) -> Optional[bytes]:
+    """``user_data`` (or the seed's ``user-data``): base64 text, decoded here to catch typos early."""
+    text = _text(attributes, "user_data", required=False, aliases=("user-data",))
+    if text is None:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest("attribute 'user_data' must be base64-encoded") from None

@@ -1,0 +1,177 @@
+"""The driver interface: plain verbs the controller calls, nothing provider-specific.
+
+A driver owns one cloud manager section for the life of the process (its session, its
+token, its caches). The controller never sees HTTP: drivers raise only the project's
+errors (``cloudmanagers_plugin.errors``).
+"""
+
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Collection, Dict, List, Optional
+
+from ..config import CloudManagerConfig
+from ..errors import Conflict, NotFound, ServerFault, WaitTimeout
+
+DELETED = "DELETED"
+
+
+@dataclass(frozen=True)
+class Server:
+    """What the controller needs to know about one VM."""
+
+    id: str
+    name: str
+    status: str
+    task_state: Optional[str] = None
+    flavor_name: Optional[str] = None
+    vcpus: Optional[int] = None
+    fault: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Flavor:
+    id: str
+    name: str
+    vcpus: int
+    ram: int
+    disk: int
+
+
+@dataclass(frozen=True)
+class Console:
+    """A remote console; ``url`` is None and ``reason`` says why when there is none."""
+
+    url: Optional[str] = None
+    port: Optional[int] = None
+    reason: str = ""
+
+
+def is_uuid(value: str) -> bool:
+    """True when ``value`` is spelled like an OpenStack id."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class CloudDriver(ABC):
+    """One cloud manager. Implementations must be safe to call from several threads."""
+
+    #: seconds between two status polls while waiting (grows up to ``max_poll``)
+    first_poll = 0.3
+    max_poll = 3.0
+
+    def __init__(self, config: CloudManagerConfig):
+        self.config = config
+
+    @abstractmethod
+    def authenticate(self) -> None:
+        """Get (or reuse) a token; raise AuthError/BackendError with what to fix."""
+
+    @abstractmethod
+    def list_server_names(self) -> List[str]:
+        """Names of every VM of the project, all pages."""
+
+    @abstractmethod
+    def servers_named(self, name: str) -> List[Server]:
+        """Every VM whose name is exactly ``name`` (Nova names are not unique)."""
+
+    @abstractmethod
+    def get_server(self, server_id: str) -> Server:
+        """The VM with this id; NotFound when it is gone."""
+
+    @abstractmethod
+    def find_flavor(self, name_or_id: str) -> Flavor:
+        """A flavor by id or by name."""
+
+    @abstractmethod
+    def flavor_id(self, flavor_name: Optional[str]) -> Optional[str]:
+        """The id of a flavor known by name (as Nova embeds it in servers), None if unknown."""
+
+    @abstractmethod
+    def find_image(self, name_or_id: str) -> str:
+        """An image id from an image id or an exact image name."""
+
+    @abstractmethod
+    def list_images(self) -> List[Dict]:
+        """Every image visible to the project: ``{id, name, links}`` dicts."""
+
+    @abstractmethod
+    def create_server(
+        self, name: str, flavor: Flavor, image_id: str, key_name: Optional[str], user_data: Optional[bytes]
+    ) -> Server:
+        """Ask for a new VM; returns at once with the VM in BUILD."""
+
+    @abstractmethod
+    def set_state(self, server_id: str, action: str) -> None:
+        """Run one state action of ``states.TRANSITIONS`` (pause, start, confirm_resize...)."""
+
+    @abstractmethod
+    def resize(self, server_id: str, flavor: Flavor) -> None:
+        """Start a resize; the VM goes to VERIFY_RESIZE (or straight to ACTIVE on auto-confirm clouds)."""
+
+    @abstractmethod
+    def delete(self, server_id: str) -> None:
+        """Ask for the VM's deletion."""
+
+    @abstractmethod
+    def console(self, server: Server) -> Console:
+        """The VM's remote console, or a Console whose ``reason`` says why there is none."""
+
+    def find_server(self, name_or_id: str) -> Server:
+        """The one VM with exactly this name, or this id; NotFound or Conflict otherwise."""
+        if is_uuid(name_or_id):
+            try:
+                return self.get_server(name_or_id)
+            except NotFound:
+                pass  # a VM may be named like a UUID: look it up by name
+        matches = self.servers_named(name_or_id)
+        if not matches:
+            raise NotFound(f"cloud manager '{self.config.name}': no VM named '{name_or_id}'")
+        if len(matches) > 1:
+            ids = ", ".join(server.id for server in matches)
+            raise Conflict(
+                f"cloud manager '{self.config.name}': {len(matches)} VMs are named '{name_or_id}' "
+                f"(ids: {ids}); use the VM id instead of its name"
+            )
+        return matches[0]
+
+    def wait_for_status(
+        self,
+        server_id: str,
+        targets: Collection[str],
+        timeout: float,
+        failures: Collection[str] = ("ERROR",),
+        done: Optional[Callable[[Server], bool]] = None,
+    ) -> Server:
+        """Poll until the VM's status is in ``targets`` (DELETED once it is gone).
+
+        A status in ``failures`` raises ServerFault with Nova's fault message; ``done`` may
+        accept other states (e.g. auto-confirmed resizes). The poll interval grows from
+        ``first_poll`` to ``max_poll`` so short transitions answer fast and long ones cost few calls.
+        """
+        deadline = time.monotonic() + timeout
+        interval = self.first_poll
+        while True:
+            try:
+                server = self.get_server(server_id)
+            except NotFound:
+                server = Server(id=server_id, name="", status=DELETED)
+            if (server.status in targets and not server.task_state) or (done and done(server)):
+                return server
+            if server.status in failures:
+                raise ServerFault(
+                    f"VM {server.name or server_id} went to {server.status}: {server.fault or 'Nova gave no fault message'}"
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(
+                    f"VM {server.name or server_id} is still {server.status}"
+                    f"{' (' + server.task_state + ')' if server.task_state else ''} after {timeout:g} s; "
+                    f"expected {' or '.join(sorted(targets))}"
+                )
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, self.max_poll)

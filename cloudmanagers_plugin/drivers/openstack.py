@@ -1,0 +1,330 @@
+"""The OpenStack driver: the only code that knows Keystone, Nova and Glance.
+
+Speed by design:
+- ONE keystoneauth1 session per section for the life of the process: the token is reused
+  until it nears expiry (keystoneauth re-authenticates 120 s before) and refreshed on a 401;
+  concurrent threads share it (keystoneauth locks the re-authentication).
+- Nova is pinned to a microversion (>= 2.47) that embeds the flavor in every server, so a VM
+  details read is one GET; flavors are cached (they change rarely) to give their ids.
+- An exact-name lookup asks Nova's (regex) ``name`` filter for ``^name$`` and re-checks
+  the names client-side, so no VM list is scanned.
+All errors are turned into project errors in one place: ``_translate``.
+"""
+
+import logging
+import re
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple
+from urllib.parse import parse_qs, urlencode, urlparse
+
+from keystoneauth1 import adapter as ks_adapter
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+from novaclient import client as nova_client
+from novaclient import exceptions as nova_exc
+
+from ..config import CloudManagerConfig
+from ..errors import AuthError, BackendError, BadRequest, CloudManagerError, Conflict, NotFound
+from .base import CloudDriver, Console, Flavor, Server, is_uuid
+
+LOG = logging.getLogger(__name__)
+
+MIN_MICROVERSION = (2, 47)
+PAGE_SIZE = 1000
+FLAVOR_CACHE_SECONDS = 600.0
+CONSOLE_CACHE_SECONDS = 300.0  # below Nova's default console token TTL (600 s)
+CONSOLE_CACHE_SIZE = 1024
+
+# Driver action (states.TRANSITIONS) -> novaclient ServerManager call.
+_ACTIONS = {
+    "pause": lambda servers, sid: servers.pause(sid),
+    "unpause": lambda servers, sid: servers.unpause(sid),
+    "suspend": lambda servers, sid: servers.suspend(sid),
+    "resume": lambda servers, sid: servers.resume(sid),
+    "start": lambda servers, sid: servers.start(sid),
+    "stop": lambda servers, sid: servers.stop(sid),
+    "reboot_soft": lambda servers, sid: servers.reboot(sid, "SOFT"),
+    "reboot_hard": lambda servers, sid: servers.reboot(sid, "HARD"),
+    "confirm_resize": lambda servers, sid: servers.confirm_resize(sid),
+    "revert_resize": lambda servers, sid: servers.revert_resize(sid),
+}
+
+
+class OpenStackDriver(CloudDriver):
+    """One OpenStack project (a config section), reached with one long-lived session."""
+
+    def __init__(self, config: CloudManagerConfig):
+        super().__init__(config)
+        version = tuple(int(part) for part in config.compute_api_version.split("."))
+        if version < MIN_MICROVERSION:
+            raise BadRequest(
+                f"{config.where('compute_api_version')} must be at least 2.47 (servers with embedded flavors)"
+            )
+        auth = v3.Password(
+            auth_url=config.auth_url,
+            username=config.username,
+            password=config.password,
+            project_name=config.project_name,
+            user_domain_name=config.user_domain_name,
+            project_domain_name=config.project_domain_name,
+        )
+        verify = False if config.insecure else (config.cacert or True)
+        self._session = ks_session.Session(auth=auth, verify=verify, timeout=config.timeout)
+        endpoint = {"interface": config.interface, "region_name": config.region_name}
+        self._nova = nova_client.Client(
+            config.compute_api_version,
+            session=self._session,
+            endpoint_override=config.compute_url,
+            endpoint_type=config.interface,
+            region_name=config.region_name,
+        )
+        self._image = ks_adapter.Adapter(self._session, service_type="image", **endpoint)
+        self._lock = threading.Lock()
+        self._flavors: Dict[str, Flavor] = {}
+        self._flavors_loaded = 0.0
+        self._consoles: Dict[str, Tuple[float, Console]] = {}
+
+    # -- errors -------------------------------------------------------------------------
+
+    @contextmanager
+    def _translate(self, doing: str) -> Iterator[None]:
+        """Turn every OpenStack or connection error into a project error that says what to fix."""
+        section = f"cloud manager '{self.config.name}'"
+        try:
+            yield
+        except CloudManagerError:
+            raise
+        except (nova_exc.Unauthorized, ks_exc.Unauthorized):
+            raise AuthError(
+                f"{section}: Keystone at {self.config.auth_url} refused the credentials (401) while {doing}; "
+                "check username, password, project and domains"
+            ) from None
+        except (nova_exc.Forbidden, ks_exc.Forbidden) as exc:
+            raise AuthError(f"{section}: not allowed to {doing} (403): {_message(exc)}") from None
+        except (nova_exc.NotFound, ks_exc.NotFound) as exc:
+            raise NotFound(f"{section}: {doing}: not found (404): {_message(exc)}") from None
+        except (nova_exc.Conflict, ks_exc.Conflict) as exc:
+            raise Conflict(f"{section}: cannot {doing} now (409): {_message(exc)}") from None
+        except (nova_exc.BadRequest, ks_exc.BadRequest) as exc:
+            raise BadRequest(f"{section}: OpenStack rejected the request to {doing} (400): {_message(exc)}") from None
+        except (nova_exc.OverLimit, nova_exc.RateLimit, ks_exc.RequestEntityTooLarge) as exc:
+            raise Conflict(f"{section}: quota or rate limit hit while trying to {doing}: {_message(exc)}") from None
+        except ks_exc.EndpointNotFound:
+            raise BackendError(
+                f"{section}: the service catalog has no endpoint for {doing} "
+                f"(interface {self.config.interface}, region {self.config.region_name or 'any'}); "
+                "check region_name and interface"
+            ) from None
+        except ks_exc.SSLError:
+            raise BackendError(
+                f"{section}: TLS verification failed while trying to {doing}; set cacert to the CA bundle"
+            ) from None
+        except ks_exc.ConnectTimeout:
+            raise BackendError(
+                f"{section}: OpenStack did not answer within {self.config.timeout:g} s while trying to {doing}; "
+                "check the service, or raise timeout"
+            ) from None
+        except (ks_exc.ConnectFailure, ks_exc.UnknownConnectionError) as exc:
+            raise BackendError(
+                f"{section}: cannot connect to OpenStack while trying to {doing} ({_endpoint_of(exc)}); "
+                "check keystone_base_url / nova_base_url and that the service is up"
+            ) from None
+        except (nova_exc.ClientException, ks_exc.HttpError) as exc:
+            code = getattr(exc, "code", None) or getattr(exc, "http_status", "?")
+            raise BackendError(f"{section}: OpenStack failed to {doing} (HTTP {code}): {_message(exc)}") from None
+        except ks_exc.ClientException as exc:
+            raise BackendError(f"{section}: cannot {doing}: {type(exc).__name__}") from None
+
+    # -- identity -----------------------------------------------------------------------
+
+    def authenticate(self) -> None:
+        with self._translate("authenticate"):
+            self._session.get_token()
+
+    # -- servers ------------------------------------------------------------------------
+
+    def list_server_names(self) -> List[str]:
+        """All pages of ``GET /servers`` (names only): one request per page."""
+        names: List[str] = []
+        query = {"limit": PAGE_SIZE}
+        with self._translate("list VMs"):
+            while True:
+                _, body = self._nova.client.get("/servers?" + urlencode(query))
+                names.extend(server["name"] for server in body.get("servers", []))
+                marker = _next_marker(body.get("servers_links"))
+                if not marker:
+                    return names
+                query["marker"] = marker
+
+    def get_server(self, server_id: str) -> Server:
+        with self._translate(f"read VM {server_id}"):
+            _, body = self._nova.client.get(f"/servers/{server_id}")
+        return _server(body["server"])
+
+    def servers_named(self, name: str) -> List[Server]:
+        query = urlencode({"name": f"^{re.escape(name)}$"})  # Nova's name filter is a regex
+        with self._translate(f"look up VM '{name}'"):
+            _, body = self._nova.client.get(f"/servers/detail?{query}")
+        return [_server(s) for s in body.get("servers", []) if s.get("name") == name]
+
+    def create_server(
+        self, name: str, flavor: Flavor, image_id: str, key_name: Optional[str], user_data: Optional[bytes]
+    ) -> Server:
+        with self._translate(f"create VM '{name}'"):
+            created = self._nova.servers.create(
+                name=name,
+                image=image_id,
+                flavor=flavor.id,
+                key_name=key_name,
+                userdata=user_data,
+                nics=self._nics(),
+            )
+        # Nova answers 202 once the instance record exists in BUILD: no need to read it back.
+        return Server(id=created.id, name=name, status="BUILD", flavor_name=flavor.name, vcpus=flavor.vcpus)
+
+    def _nics(self):
+        networks = self.config.networks.strip()
+        if networks.lower() in ("auto", "none"):
+            return networks.lower()
+        return [{"net-id": net.strip()} for net in networks.split(",") if net.strip()]
+
+    def set_state(self, server_id: str, action: str) -> None:
+        with self._translate(f"{action.replace('_', ' ')} VM {server_id}"):
+            _ACTIONS[action](self._nova.servers, server_id)
+        self._consoles.pop(server_id, None)
+
+    def resize(self, server_id: str, flavor: Flavor) -> None:
+        with self._translate(f"resize VM {server_id} to flavor {flavor.name}"):
+            self._nova.servers.resize(server_id, flavor.id)
+
+    def delete(self, server_id: str) -> None:
+        with self._translate(f"delete VM {server_id}"):
+            self._nova.servers.delete(server_id)
+        self._consoles.pop(server_id, None)
+
+    # -- flavors ------------------------------------------------------------------------
+
+    def find_flavor(self, name_or_id: str) -> Flavor:
+        found = self._lookup_flavor(name_or_id, refresh=False) or self._lookup_flavor(name_or_id, refresh=True)
+        if found:
+            return found
+        known = ", ".join(sorted(f"{f.id} ({f.name})" for f in self._flavor_cache(refresh=False).values()))
+        raise NotFound(f"cloud manager '{self.config.name}': no flavor '{name_or_id}' (available: {known or 'none'})")
+
+    def flavor_id(self, flavor_name: Optional[str]) -> Optional[str]:
+        if not flavor_name:
+            return None
+        found = self._lookup_flavor(flavor_name, refresh=False)
+        if found is None and time.monotonic() - self._flavors_loaded > 60:
+            found = self._lookup_flavor(flavor_name, refresh=True)  # a flavor created since the last list
+        return found.id if found else None
+
+    def _lookup_flavor(self, name_or_id: str, refresh: bool) -> Optional[Flavor]:
+        flavors = self._flavor_cache(refresh)
+        return flavors.get(name_or_id) or next((f for f in flavors.values() if f.name == name_or_id), None)
+
+    def _flavor_cache(self, refresh: bool) -> Dict[str, Flavor]:
+        with self._lock:
+            expired = time.monotonic() - self._flavors_loaded > FLAVOR_CACHE_SECONDS
+            if refresh or expired or not self._flavors:
+                with self._translate("list flavors"):
+                    listed = self._nova.flavors.list(is_public=None)
+                self._flavors = {
+                    f.id: Flavor(id=f.id, name=f.name, vcpus=f.vcpus, ram=f.ram, disk=f.disk) for f in listed
+                }
+                self._flavors_loaded = time.monotonic()
+            return self._flavors
+
+    # -- images (Glance, from the catalog) ----------------------------------------------
+
+    def list_images(self) -> List[Dict]:
+        images: List[Dict] = []
+        path = f"/v2/images?limit={PAGE_SIZE}"
+        with self._translate("list images"):
+            base = self._image.get_endpoint().rstrip("/")
+            while path:
+                body = self._image.get(path).json()
+                images.extend(_image(base, image) for image in body.get("images", []))
+                path = body.get("next")
+        return images
+
+    def find_image(self, name_or_id: str) -> str:
+        if is_uuid(name_or_id):
+            return name_or_id  # Nova validates the id itself: no extra request
+        with self._translate(f"look up image '{name_or_id}'"):
+            found = self._image.get("/v2/images?" + urlencode({"name": name_or_id})).json().get("images", [])
+        if not found:
+            raise NotFound(f"cloud manager '{self.config.name}': no image named '{name_or_id}'")
+        if len(found) > 1:
+            ids = ", ".join(image["id"] for image in found)
+            raise Conflict(f"cloud manager '{self.config.name}': several images are named '{name_or_id}' ({ids})")
+        return found[0]["id"]
+
+    # -- console ------------------------------------------------------------------------
+
+    def console(self, server: Server) -> Console:
+        if server.status != "ACTIVE":
+            return Console(reason=f"unavailable: the VM is {server.status}")
+        now = time.monotonic()
+        cached = self._consoles.get(server.id)
+        if cached and cached[0] > now:
+            return cached[1]
+        try:
+            with self._translate(f"get the console of VM {server.name}"):
+                body = self._nova.servers.get_console_url(server.id, "novnc")
+        except (Conflict, BadRequest, NotFound, BackendError) as exc:
+            return Console(reason=f"unavailable: {exc}")
+        url = body["remote_console"]["url"]
+        parsed = urlparse(url)
+        found = Console(url=url, port=parsed.port or (443 if parsed.scheme == "https" else 80))
+        if len(self._consoles) >= CONSOLE_CACHE_SIZE:
+            self._consoles = {k: v for k, v in self._consoles.items() if v[0] > now}
+        self._consoles[server.id] = (now + CONSOLE_CACHE_SECONDS, found)
+        return found
+
+
+def _server(body: Dict) -> Server:
+    flavor = body.get("flavor") or {}
+    fault = body.get("fault") or {}
+    return Server(
+        id=body["id"],
+        name=body.get("name", ""),
+        status=body.get("status", "UNKNOWN"),
+        task_state=body.get("OS-EXT-STS:task_state"),
+        flavor_name=flavor.get("original_name"),
+        vcpus=flavor.get("vcpus"),
+        fault=fault.get("message"),
+    )
+
+
+def _image(base: str, image: Dict) -> Dict:
+    href = f"{base}/v2/images/{image['id']}"
+    return {
+        "id": image["id"],
+        "name": image.get("name"),
+        "links": [
+            {"href": href, "rel": "self"},
+            {"href": href, "rel": "alternate", "type": "application/vnd.openstack.image"},
+        ],
+    }
+
+
+def _next_marker(links: Optional[List[Dict]]) -> Optional[str]:
+    for link in links or []:
+        if link.get("rel") == "next":
+            return parse_qs(urlparse(link["href"]).query).get("marker", [None])[0]
+    return None
+
+
+def _message(exc: Exception) -> str:
+    """The server's own explanation, without request ids or URLs."""
+    text = getattr(exc, "message", None) or getattr(exc, "details", None) or str(exc)
+    return str(text).split(" (HTTP ")[0].strip()
+
+
+def _endpoint_of(exc: Exception) -> str:
+    match = re.search(r"(https?://[^\s:/]+(?::\d+)?)", str(exc))
+    return match.group(1) if match else "unreachable"

@@ -1,0 +1,95 @@
+"""The one VM state-transition table.
+
+A requested state (Nova's words or the 2013 plugin's legacy words, any case) is normalised to
+one target; the target's row says which driver action reaches it from each current Nova status,
+which statuses already satisfy it (nothing to do), and the status the VM settles in once the
+action is done (what ``wait`` waits for). Idempotency, validation and waiting all read this one
+table, as Ansible's ``server_action`` does, instead of an ``if`` ladder.
+"""
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from .errors import BadRequest, Conflict
+
+
+@dataclass(frozen=True)
+class Transition:
+    """How to reach one target state.
+
+    A VM whose status already equals ``target`` needs no call (for REBOOT and HARD_REBOOT that
+    means a reboot is already under way); ``settles_to`` is the status it ends in.
+    """
+
+    target: str
+    actions: Mapping[str, str]  # current Nova status -> driver action
+    settles_to: str = ""
+
+    @property
+    def final_status(self) -> str:
+        return self.settles_to or self.target
+
+
+TRANSITIONS: Mapping[str, Transition] = {
+    row.target: row
+    for row in (
+        Transition(
+            "ACTIVE",
+            {"PAUSED": "unpause", "SUSPENDED": "resume", "SHUTOFF": "start", "VERIFY_RESIZE": "confirm_resize"},
+        ),
+        Transition("PAUSED", {"ACTIVE": "pause"}),
+        Transition("SUSPENDED", {"ACTIVE": "suspend"}),
+        Transition("SHUTOFF", {"ACTIVE": "stop", "ERROR": "stop"}),
+        Transition("REBOOT", {"ACTIVE": "reboot_soft"}, settles_to="ACTIVE"),
+        Transition(
+            "HARD_REBOOT",
+            {status: "reboot_hard" for status in ("ACTIVE", "PAUSED", "SUSPENDED", "SHUTOFF", "ERROR", "REBOOT")},
+            settles_to="ACTIVE",
+        ),
+    )
+}
+
+# Every word a requester may send, lower-cased, to its target row.
+ALIASES: Mapping[str, str] = {
+    **{target.lower(): target for target in TRANSITIONS},
+    "running": "ACTIVE",
+    "resume": "ACTIVE",
+    "start": "ACTIVE",
+    "unpause": "ACTIVE",
+    "paused": "PAUSED",
+    "pause": "PAUSED",
+    "suspend": "SUSPENDED",
+    "shutdown": "SHUTOFF",
+    "stop": "SHUTOFF",
+    "stopped": "SHUTOFF",
+    "rebooting": "REBOOT",
+    "hard-reboot": "HARD_REBOOT",
+    "reboot_hard": "HARD_REBOOT",
+}
+
+
+def normalise(requested: str) -> Transition:
+    """Return the row for a requested state word, or raise ``BadRequest`` listing the words."""
+    target = ALIASES.get(requested.strip().lower())
+    if target is None:
+        words = ", ".join(sorted(set(TRANSITIONS) | {w for w in ALIASES if w.islower()}))
+        raise BadRequest(f"unknown status '{requested}'; use one of: {words}")
+    return TRANSITIONS[target]
+
+
+def plan(current: str, requested: str) -> Optional[str]:
+    """The driver action that takes a VM from ``current`` to ``requested``; None when already there.
+
+    Raises ``Conflict`` naming both states when no single action gets there from here.
+    """
+    row = normalise(requested)
+    if current == row.target:
+        return None
+    action = row.actions.get(current)
+    if action is None:
+        allowed = ", ".join(sorted(row.actions))
+        raise Conflict(
+            f"cannot go from {current} to {row.target} (requested '{requested}'); "
+            f"{row.target} can be reached from: {allowed}"
+        )
+    return action

@@ -1,0 +1,215 @@
+"""A small stateful Keystone v3 + Nova + Glance fake on top of requests-mock.
+
+Unit tests and the request-count bench share it: it answers the HTTP calls the OpenStack
+driver makes, keeps servers in memory with Nova's state rules (409 on an impossible
+action), and records every request so callers can count them per service.
+"""
+
+import datetime
+import json
+import re
+import uuid
+from typing import Dict, List, Optional
+from urllib.parse import parse_qs, urlparse
+
+import requests_mock
+
+KEYSTONE = "http://127.0.0.1:5000"
+NOVA = "http://127.0.0.1:8774/v2.1"
+GLANCE = "http://127.0.0.1:9292"
+TOKEN = "gAAAAAB-secret-token-value-0123456789"
+PASSWORD = "s3cr3t-Pa55word!"
+
+FLAVORS = [
+    {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1},
+    {"id": "2", "name": "m1.small", "vcpus": 1, "ram": 2048, "disk": 20},
+    {"id": "3", "name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 40},
+]
+IMAGE_ID = "25150b69-c221-4972-822e-9ab1a4884957"
+
+# Nova action -> (statuses it is allowed from, status it leaves the server in)
+ACTIONS = {
+    "pause": (("ACTIVE",), "PAUSED"),
+    "unpause": (("PAUSED",), "ACTIVE"),
+    "suspend": (("ACTIVE",), "SUSPENDED"),
+    "resume": (("SUSPENDED",), "ACTIVE"),
+    "os-start": (("SHUTOFF",), "ACTIVE"),
+    "os-stop": (("ACTIVE", "ERROR"), "SHUTOFF"),
+    "reboot": (("ACTIVE", "PAUSED", "SUSPENDED", "SHUTOFF", "ERROR", "REBOOT"), "ACTIVE"),
+    "resize": (("ACTIVE", "SHUTOFF"), "VERIFY_RESIZE"),
+    "confirmResize": (("VERIFY_RESIZE",), None),
+    "revertResize": (("VERIFY_RESIZE",), None),
+}
+
+
+class FakeCloud:
+    """Install with ``FakeCloud(mocker)``; state lives in ``servers``; counts via ``count()``."""
+
+    def __init__(self, mocker: requests_mock.Mocker, password: str = PASSWORD, console: bool = True,
+                 page_size: int = 1000, auto_confirm: bool = False):
+        self.mocker = mocker
+        self.password = password
+        self.console = console
+        self.page_size = page_size
+        self.auto_confirm = auto_confirm
+        self.servers: Dict[str, dict] = {}
+        self.images = [{"id": IMAGE_ID, "name": "cirros-fake"}]
+        self.tokens_issued = 0
+        self.next_status: Dict[str, str] = {}  # server name -> status a create ends in
+        mocker.post(f"{KEYSTONE}/v3/auth/tokens", json=self._token, status_code=201,
+                    headers={"X-Subject-Token": TOKEN})
+        mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers(\?.*)?$"), json=self._list)
+        mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers/detail(\?.*)?$"), json=self._detail)
+        mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers/[^/?]+$"), json=self._show)
+        mocker.post(f"{NOVA}/servers", json=self._create)
+        mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), json=self._action)
+        mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/remote-consoles$"), json=self._console)
+        mocker.delete(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+$"), json=self._delete)
+        mocker.get(re.compile(rf"^{re.escape(NOVA)}/flavors/detail(\?.*)?$"),
+                   json={"flavors": [dict(f, links=[]) for f in FLAVORS]})
+        mocker.get(re.compile(rf"^{re.escape(GLANCE)}/v2/images(\?.*)?$"), json=self._images)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def count(self, service: Optional[str] = None) -> int:
+        """Requests seen so far, for one service ('keystone', 'nova', 'glance') or all."""
+        ports = {"keystone": 5000, "nova": 8774, "glance": 9292}
+        return sum(1 for r in self.mocker.request_history if service is None or r.port == ports[service])
+
+    def requests(self) -> List[str]:
+        return [f"{r.method} {r.path}{'?' + r.query if r.query else ''}" for r in self.mocker.request_history]
+
+    def add_server(self, name: str, status: str = "ACTIVE", flavor: str = "1", **extra) -> dict:
+        flavor_row = next(f for f in FLAVORS if f["id"] == flavor)
+        server = {
+            "id": str(uuid.uuid4()), "name": name, "status": status, "OS-EXT-STS:task_state": None,
+            "flavor": {"original_name": flavor_row["name"], "vcpus": flavor_row["vcpus"], "ram": flavor_row["ram"],
+                       "disk": flavor_row["disk"]},
+            "previous_flavor": None,
+        }
+        server.update(extra)
+        self.servers[server["id"]] = server
+        return server
+
+    def _error(self, context, code: int, message: str) -> dict:
+        context.status_code = code
+        names = {400: "badRequest", 401: "unauthorized", 404: "itemNotFound", 409: "conflictingRequest"}
+        return {names.get(code, "computeFault"): {"code": code, "message": message}}
+
+    def _authorized(self, request, context) -> bool:
+        return request.headers.get("X-Auth-Token") == TOKEN
+
+    # -- keystone ------------------------------------------------------------------------
+
+    def _token(self, request, context):
+        body = json.loads(request.body)
+        user = body["auth"]["identity"]["password"]["user"]
+        if user.get("password") != self.password:
+            context.status_code = 401
+            return {"error": {"code": 401, "title": "Unauthorized",
+                              "message": "The request you have made requires authentication."}}
+        self.tokens_issued += 1
+        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        catalog = [
+            {"type": "compute", "name": "nova", "endpoints": [
+                {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": NOVA}]},
+            {"type": "image", "name": "glance", "endpoints": [
+                {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": GLANCE}]},
+        ]
+        return {"token": {
+            "methods": ["password"], "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+            "issued_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
+            "user": {"id": "u1", "name": user["name"], "domain": {"id": "default", "name": "Default"}},
+            "project": {"id": "p1", "name": "demo", "domain": {"id": "default", "name": "Default"}},
+            "roles": [{"id": "r1", "name": "member"}], "catalog": catalog,
+        }}
+
+    # -- nova ----------------------------------------------------------------------------
+
+    def _list(self, request, context):
+        if not self._authorized(request, context):
+            return self._error(context, 401, "auth")
+        query = parse_qs(urlparse(request.url).query)
+        limit = min(int(query.get("limit", [self.page_size])[0]), self.page_size)
+        ordered = list(self.servers.values())
+        marker = query.get("marker", [None])[0]
+        start = next((i + 1 for i, s in enumerate(ordered) if s["id"] == marker), 0)
+        page = ordered[start:start + limit]
+        body = {"servers": [{"id": s["id"], "name": s["name"], "links": []} for s in page]}
+        if len(page) == limit:
+            body["servers_links"] = [{"rel": "next", "href": f"{NOVA}/servers?limit={limit}&marker={page[-1]['id']}"}]
+        return body
+
+    def _detail(self, request, context):
+        if not self._authorized(request, context):
+            return self._error(context, 401, "auth")
+        pattern = parse_qs(urlparse(request.url).query).get("name", [""])[0]
+        return {"servers": [s for s in self.servers.values() if re.search(pattern, s["name"])]}
+
+    def _find(self, request) -> Optional[dict]:
+        return self.servers.get(urlparse(request.url).path.split("/servers/")[1].split("/")[0])
+
+    def _show(self, request, context):
+        server = self._find(request)
+        if server is None:
+            return self._error(context, 404, "Instance could not be found.")
+        return {"server": server}
+
+    def _create(self, request, context):
+        body = json.loads(request.body)["server"]
+        if body["flavorRef"] not in {f["id"] for f in FLAVORS}:
+            return self._error(context, 400, f"Flavor {body['flavorRef']} could not be found.")
+        if body.get("imageRef") not in {i["id"] for i in self.images}:
+            return self._error(context, 400, f"Image {body.get('imageRef')} could not be found.")
+        status = self.next_status.pop(body["name"], "ACTIVE")
+        server = self.add_server(body["name"], status=status, flavor=body["flavorRef"],
+                                 user_data=body.get("user_data"), key_name=body.get("key_name"),
+                                 networks=body.get("networks"))
+        if status == "ERROR":
+            server["fault"] = {"code": 500, "message": "No valid host was found. There are not enough hosts available."}
+        context.status_code = 202
+        return {"server": {"id": server["id"], "links": [], "adminPass": "x"}}
+
+    def _action(self, request, context):
+        server = self._find(request)
+        if server is None:
+            return self._error(context, 404, "Instance could not be found.")
+        (name, argument), = json.loads(request.body).items()
+        allowed, final = ACTIONS[name]
+        if server["status"] not in allowed:
+            return self._error(context, 409, f"Cannot '{name}' instance {server['id']} while it is in vm_state "
+                                             f"{server['status'].lower()}")
+        if name == "resize":
+            new = next(f for f in FLAVORS if f["id"] == argument["flavorRef"])
+            server["previous"] = (server["flavor"], server["status"])
+            server["flavor"] = {"original_name": new["name"], "vcpus": new["vcpus"], "ram": new["ram"], "disk": new["disk"]}
+            final = server["status"] if self.auto_confirm else final
+        elif name == "confirmResize":
+            final = server.pop("previous")[1]
+        elif name == "revertResize":
+            server["flavor"], final = server.pop("previous")
+        server["status"] = final
+        context.status_code = 202
+        return None
+
+    def _console(self, request, context):
+        server = self._find(request)
+        if not self.console:
+            return self._error(context, 409, "Unable to get console: VNC is disabled on this cloud")
+        return {"remote_console": {"protocol": "vnc", "type": "novnc",
+                                   "url": f"http://127.0.0.1:6080/vnc_auto.html?path=%3Ftoken%3D{server['id']}"}}
+
+    def _delete(self, request, context):
+        server = self._find(request)
+        if server is None:
+            return self._error(context, 404, "Instance could not be found.")
+        del self.servers[server["id"]]
+        context.status_code = 204
+        return None
+
+    # -- glance --------------------------------------------------------------------------
+
+    def _images(self, request, context):
+        query = parse_qs(urlparse(request.url).query)
+        images = [i for i in self.images if "name" not in query or i["name"] == query["name"][0]]
+        return {"images": images, "first": "/v2/images"}
