@@ -72,8 +72,8 @@ def normalise(requested: str) -> Transition:
     """Return the row for a requested state word, or raise ``BadRequest`` listing the words."""
     target = ALIASES.get(requested.strip().lower())
     if target is None:
-        words = ", ".join(sorted(set(TRANSITIONS) | {w for w in ALIASES if w.islower()}))
-        raise BadRequest(f"unknown status '{requested}'; use one of: {words}")
+        legacy = ", ".join(word for word in ALIASES if word.upper() not in TRANSITIONS)
+        raise BadRequest(f"unknown status '{requested}'; use {', '.join(TRANSITIONS)} (any case) or {legacy}")
     return TRANSITIONS[target]
 
 

@@ -1,0 +1,1 @@
+"""The agent's built-in resources package (only the base controller here)."""

@@ -1,0 +1,60 @@
+"""Fixtures for unit tests: a faked Keystone/Nova/Glance and a controller bound to it."""
+
+import os
+import textwrap
+
+import pytest
+import requests_mock
+
+from cloudmanagers_plugin import CloudmanagersController
+from fakecloud import PASSWORD, FakeCloud
+
+LEGACY_SECTION = f"""
+[test_os]
+cm_type = openstack
+url = http://127.0.0.1
+keystone_base_url = http://127.0.0.1:5000/v2.0
+nova_base_url = http://127.0.0.1:8774/v2/
+tenant_name = demo
+username = demo
+password = {PASSWORD}
+"""
+
+
+def write_config(path, text: str) -> str:
+    path.write_text(textwrap.dedent(text))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+@pytest.fixture
+def conf_path(tmp_path):
+    return write_config(tmp_path / "cloudmanagers.conf", "[general]\nanything = 1\n" + LEGACY_SECTION)
+
+
+@pytest.fixture
+def cloud():
+    with requests_mock.Mocker() as mocker:
+        yield FakeCloud(mocker)
+
+
+@pytest.fixture
+def controller(conf_path, cloud):
+    return CloudmanagersController(config_path=conf_path, agent_uuid="3a468145-1afc-40d3-baf5-3ba4c0fc3561")
+
+
+@pytest.fixture
+def call(controller):
+    """call(action, cm_id, **attributes) -> the full reply dict."""
+
+    def run(action, cm_id="test_os", **attributes):
+        return controller.process(
+            {"collection": "cloudmanagers", "action": action, "id": cm_id, "attributes": attributes, "filters": {}}
+        )
+
+    return run
+
+
+def status_of(reply):
+    assert "error" not in reply, reply["error"]
+    return reply["status"]
