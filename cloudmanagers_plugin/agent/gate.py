@@ -1,0 +1,133 @@
+"""The checks a request passes before any OpenStack work: target, shape, collection, age, rights.
+
+All of them are cheap and run on the I/O thread; only an admitted request goes to a worker.
+The order matters: ``filters`` come first so an agent a broadcast does not target stays silent
+even when the request is malformed for it; then validation; the age check comes before the
+permission check so a replayed old request is refused whoever sent it.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from ..protocol import make_response
+from .filters import HostFilter
+from .permissions import Permissions
+from .request import InvalidRequest, Request, age_seconds, decode, read_filters, validate
+
+_SHOWN = 80  # longest cloud manager id / VM name / error copied into a log line
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else ""
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
+
+
+@dataclass
+class Summary:
+    """What the per-message log line says about a request (never its attributes)."""
+
+    action: str = "-"
+    cm: str = "-"
+    vm: str = "-"
+    user: str = "-"
+
+    @classmethod
+    def of(cls, message: Dict[str, Any], user: Optional[str]) -> "Summary":
+        attributes = message.get("attributes")
+        name = attributes.get("name") if isinstance(attributes, dict) else None
+        return cls(
+            _short(message.get("action")) or "-",
+            _short(message.get("id")) or "-",
+            _short(name) or "-",
+            _short(user) or "-",
+        )
+
+
+@dataclass
+class Answer:
+    """The outcome of one request: the reply body (None: stay silent) and its log wording."""
+
+    body: Optional[bytes]
+    outcome: str
+
+
+def answer_from(reply: Dict[str, Any]) -> Answer:
+    """Encode a reply envelope; the outcome is ``ok`` or the start of its error."""
+    error = reply.get("error")
+    outcome = "ok" if error is None else "error: " + _short(str(error))
+    return Answer(json.dumps(reply).encode("utf-8"), outcome)
+
+
+@dataclass
+class Decision:
+    """Either a request to run, or the final answer the gate gave itself."""
+
+    summary: Summary
+    request: Optional[Request] = None
+    answer: Optional[Answer] = None
+
+
+SILENT = Answer(None, "not for this agent (filters)")
+
+
+class Gate:
+    """Admits a request body for one collection on one agent."""
+
+    def __init__(
+        self,
+        agent_uuid: str,
+        collection: str,
+        host_filter: HostFilter,
+        permissions: Optional[Permissions],
+        max_request_age: float,
+    ) -> None:
+        self.agent_uuid = agent_uuid
+        self._collection = collection
+        self._filter = host_filter
+        self._permissions = permissions
+        self._max_age = max_request_age
+
+    def admit(self, body: bytes, user: Optional[str]) -> Decision:
+        """Decide what happens to one request body sent by ``user``."""
+        message: Dict[str, Any] = {}
+        summary = Summary(user=_short(user) or "-")
+        try:
+            message = decode(body)
+            summary = Summary.of(message, user)
+            if not self._filter.matches(read_filters(message)):
+                return Decision(summary, answer=SILENT)
+            request = validate(message)
+            self._check(request, user)
+        except InvalidRequest as refused:
+            reply = make_response(
+                self.agent_uuid,
+                _short(message.get("id")) if isinstance(message.get("id"), str) else "",
+                message.get("collection") if isinstance(message.get("collection"), str) else "",
+                error=str(refused),
+            )
+            return Decision(summary, answer=answer_from(reply))
+        return Decision(summary, request=request)
+
+    def _check(self, request: Request, user: Optional[str]) -> None:
+        if request.collection != self._collection:
+            raise InvalidRequest(
+                f"The resource [{_short(request.collection)}] does not exist "
+                f"(this agent serves '{self._collection}')"
+            )
+        timestamp = request.message.get("timestamp")
+        if self._max_age and timestamp is not None:
+            age = age_seconds(timestamp)
+            if abs(age) > self._max_age:
+                when = f"{age:.0f} s old" if age > 0 else f"{-age:.0f} s in the future (timestamps are UTC)"
+                raise InvalidRequest(
+                    f"request not run: its timestamp is {when}, beyond max_request_age "
+                    f"{self._max_age:.0f} s"
+                )
+        if self._permissions and not self._permissions.allows(
+            user, request.collection, request.cm_id, request.action
+        ):
+            raise InvalidRequest(
+                f"permission denied: user '{_short(user)}' may not {_short(request.action)} "
+                f"{request.collection} '{_short(request.cm_id)}'"
+            )

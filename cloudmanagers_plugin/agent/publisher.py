@@ -1,0 +1,151 @@
+"""Publishes replies with publisher confirms, on a channel of its own.
+
+A request is acked only once its reply is confirmed, so the broker keeps (and redelivers) any
+request whose answer could still be lost. Replies have their own channel because publishing to
+an exchange that does not exist (a requester's ``reply_exchange`` typo, a missing ``inbox``)
+makes RabbitMQ close the channel: that must not cancel the consumer and its deliveries.
+"""
+
+import logging
+import re
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Callable, Deque, Iterable, Optional
+
+from pika import BasicProperties
+from pika.spec import Basic
+
+from .replies import ReplyAddress
+
+LOG = logging.getLogger(__name__)
+
+_MISSING_EXCHANGE = re.compile(r"no exchange '(.*)' in vhost")
+
+# Called once per reply: "" once the broker confirmed it, else why it was given up.
+Done = Callable[[str], None]
+
+
+@dataclass
+class _Outgoing:
+    address: ReplyAddress
+    properties: BasicProperties
+    body: bytes
+    done: Done
+    attempts: int = 0
+
+
+class ReplyPublisher:
+    """Owns the reply channel of the current connection (I/O thread only)."""
+
+    MAX_ATTEMPTS = 3
+
+    def __init__(self) -> None:
+        self._connection: Any = None
+        self._channel: Any = None
+        self._ready = False
+        self._sequence = 0
+        self._unconfirmed: "OrderedDict[int, _Outgoing]" = OrderedDict()
+        self._waiting: Deque[_Outgoing] = deque()
+
+    @property
+    def pending(self) -> bool:
+        """True while some reply has been handed over but not yet confirmed or given up."""
+        return bool(self._unconfirmed or self._waiting)
+
+    def attach(self, connection: Any) -> None:
+        """Open the reply channel on a newly opened connection."""
+        self._connection = connection
+        self._open_channel()
+
+    def detach(self) -> None:
+        """The connection is gone: every reply still pending is given up.
+
+        Their requests were not acked, so the broker redelivers them and the answer cache
+        answers them again; re-publishing here would only duplicate that.
+        """
+        self._connection = self._channel = None
+        self._ready = False
+        pending = list(self._unconfirmed.values()) + list(self._waiting)
+        self._unconfirmed.clear()
+        self._waiting.clear()
+        for item in pending:
+            item.done("connection lost before the reply was confirmed")
+
+    def publish(self, address: ReplyAddress, properties: BasicProperties, body: bytes, done: Done) -> None:
+        """Send one reply now, or as soon as the reply channel is ready."""
+        item = _Outgoing(address, properties, body, done)
+        if self._ready:
+            self._send(item)
+        else:
+            self._waiting.append(item)
+
+    def _open_channel(self) -> None:
+        self._connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_channel_open(self, channel: Any) -> None:
+        self._channel = channel
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.confirm_delivery(self._on_confirm, callback=self._on_confirm_mode)
+
+    def _on_confirm_mode(self, _frame: Any) -> None:
+        self._sequence = 0
+        self._ready = True
+        while self._waiting and self._ready:
+            self._send(self._waiting.popleft())
+
+    def _send(self, item: _Outgoing) -> None:
+        item.attempts += 1
+        self._sequence += 1
+        self._unconfirmed[self._sequence] = item
+        self._channel.basic_publish(
+            item.address.exchange, item.address.routing_key, item.body, item.properties
+        )
+
+    def _on_confirm(self, frame: Any) -> None:
+        method = frame.method
+        if method.multiple:
+            tags = [tag for tag in self._unconfirmed if tag <= method.delivery_tag]
+        else:
+            tags = [method.delivery_tag]
+        confirmed = [self._unconfirmed.pop(tag) for tag in tags if tag in self._unconfirmed]
+        if isinstance(method, Basic.Ack):
+            for item in confirmed:
+                item.done("")
+        else:
+            self._requeue(confirmed, "the broker refused the reply")
+
+    def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
+        if channel is not self._channel:
+            return
+        self._channel = None
+        self._ready = False
+        failed = list(self._unconfirmed.values())
+        self._unconfirmed.clear()
+        if self._connection is None or not self._connection.is_open:
+            self._waiting.extendleft(reversed(failed))  # detach() gives them up with the connection
+            return
+        LOG.warning("reply channel closed by the broker (%s); reopening it", reason)
+        found = _MISSING_EXCHANGE.search(str(reason))
+        missing = found.group(1) if found else None
+        kept = []
+        for item in failed:
+            if item.address.exchange == missing:
+                item.done(f"reply exchange '{missing}' does not exist; reply dropped")
+            else:
+                kept.append(item)
+        self._requeue(kept, f"reply channel closed ({reason})")
+        self._open_channel()
+
+    def _requeue(self, items: Iterable[_Outgoing], why: str) -> None:
+        """Retry replies in their original order, giving up after MAX_ATTEMPTS sends."""
+        retry = []
+        for item in items:
+            if item.attempts >= self.MAX_ATTEMPTS:
+                item.done(f"{why}; reply dropped after {item.attempts} attempts")
+            else:
+                retry.append(item)
+        if self._ready:
+            for item in retry:
+                self._send(item)
+        else:
+            self._waiting.extendleft(reversed(retry))

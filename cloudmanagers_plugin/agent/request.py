@@ -1,0 +1,114 @@
+"""Decoding and checking one request body, as the legacy ``IncomingMessage`` did.
+
+The legacy agent dropped malformed requests silently; here each check raises ``InvalidRequest``
+with a sentence for the requester, and the agent answers with it. The checks are split so that
+the agent can read ``filters`` before judging the rest: a broadcast that does not target this
+agent must not draw an error reply from it.
+"""
+
+import calendar
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+TIMESTAMP_FORMAT = "%d/%m/%y %H:%M:%S"
+
+# Defaults merged into every request, as the legacy agent did before calling a plugin.
+_DEFAULTS: Dict[str, Any] = {"id": "", "attributes": {}, "monitor": False}
+
+
+class InvalidRequest(Exception):
+    """The request cannot be run; the text says why and goes into the error reply."""
+
+
+def decode(body: bytes) -> Dict[str, Any]:
+    """The body as a JSON object."""
+    try:
+        message = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequest("the message body is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise InvalidRequest("the message body must be a JSON object")
+    return message
+
+
+def read_filters(message: Dict[str, Any]) -> Dict[str, List[str]]:
+    """``filters`` as ``{name: [values]}``; absent or ``null`` means no filter."""
+    filters = message.get("filters") or {}
+    well_formed = isinstance(filters, dict) and all(
+        isinstance(values, list) and all(isinstance(value, str) for value in values)
+        for values in filters.values()
+    )
+    if not well_formed:
+        raise InvalidRequest("'filters' must be an object whose values are lists of strings")
+    return filters
+
+
+def _require_text(message: Dict[str, Any], key: str) -> None:
+    value = message.get(key)
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{key}' is missing or is not a string")
+    if not value:
+        raise InvalidRequest(f"'{key}' is empty")
+
+
+def _require_type(message: Dict[str, Any], key: str, kinds: Tuple[type, ...], what: str) -> None:
+    if not isinstance(message[key], kinds):
+        raise InvalidRequest(f"'{key}' must be {what}")
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request that passed the envelope checks (the controller validates the attributes)."""
+
+    message: Dict[str, Any]
+
+    @property
+    def action(self) -> str:
+        return self.message["action"]
+
+    @property
+    def collection(self) -> str:
+        return self.message["collection"]
+
+    @property
+    def cm_id(self) -> str:
+        return self.message["id"] or ""
+
+    @property
+    def vm_name(self) -> str:
+        name = self.message["attributes"].get("name")
+        return name if isinstance(name, str) else ""
+
+
+def validate(message: Dict[str, Any]) -> Request:
+    """Check the envelope fields' presence and types; merge the legacy defaults."""
+    _require_text(message, "collection")
+    _require_text(message, "action")
+    merged = {**_DEFAULTS, **message}
+    _require_type(merged, "id", (str, type(None)), "a string")
+    _require_type(merged, "attributes", (dict,), "an object")
+    _require_type(merged, "monitor", (bool,), "true or false")
+    if "timestamp" in merged:
+        _require_type(merged, "timestamp", (str,), f"a string formatted {TIMESTAMP_FORMAT}")
+    return Request(merged)
+
+
+def age_seconds(timestamp: str, now: Optional[float] = None) -> float:
+    """How old a ``%d/%m/%y %H:%M:%S`` timestamp is, reading it as UTC (negative: future).
+
+    synapse-client writes local time with ``strftime``; the sender's zone is not in the message,
+    so the agent reads UTC (what ``cloudmanagers call`` sends). A legacy client must therefore
+    run with ``TZ=UTC``, or the age check be disabled with ``max_request_age = 0``.
+    """
+    try:
+        sent = calendar.timegm(time.strptime(timestamp, TIMESTAMP_FORMAT))
+    except ValueError:
+        raise InvalidRequest(f"'timestamp' must be formatted {TIMESTAMP_FORMAT} (UTC)") from None
+    return (time.time() if now is None else now) - sent
+
+
+def utc_timestamp(now: Optional[float] = None) -> str:
+    """The current time in the request ``timestamp`` format, in UTC."""
+    return time.strftime(TIMESTAMP_FORMAT, time.gmtime(time.time() if now is None else now))
