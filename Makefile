@@ -1,0 +1,79 @@
+# Packaging of synapse-cloudmanagers-plugin: sdist, wheel, RPM and the synapse drop-in folder.
+#
+#   make sdist                  dist/<name>-<version>.tar.gz (the setup.py sdist)
+#   make wheel                  the sdist, and the wheel built from it
+#   make rpm                    noarch RPM (and SRPM) built with rpmbuild from the sdist
+#   make install-dropin [DEST=/var/lib/synapse/custom_plugin]
+#                               copy the plugin package into a synapse custom plugin folder
+#   make check-packaging        build everything, then run the packaging tests on it
+#   make check-pip              install the wheel and its dependencies in a clean virtualenv
+#   make build-deps             install what the targets above need (rpm, build, twine)
+#   make test                   the whole test suite (pytest.ini: tests/)
+#   make demo                   the README's demo (tools/demo)
+#   make clean                  remove build outputs
+#
+# The version comes from cloudmanagers_plugin/version.py only.
+
+PYTHON  ?= python3
+PYTEST  ?= $(PYTHON) -m pytest
+DEST    ?= /var/lib/synapse/custom_plugin
+DIST    ?= dist
+RPMTOP  ?= build/rpmbuild
+
+NAME    := synapse-cloudmanagers-plugin
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' cloudmanagers_plugin/version.py)
+SPEC    := packaging/rpm/$(NAME).spec
+# setuptools names the sdist with dashes (old releases) or underscores (recent ones).
+SDISTS  := $(DIST)/$(NAME)-$(VERSION).tar.gz $(DIST)/$(subst -,_,$(NAME))-$(VERSION).tar.gz
+SDIST    = $(firstword $(wildcard $(SDISTS)))
+# rpmbuild checks BuildRequires against the rpm database, which is empty off RPM-based
+# systems (e.g. Debian's rpm package): skip that check there.
+RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
+
+.PHONY: help sdist wheel rpm install-dropin check-packaging check-pip build-deps test demo clean
+
+help:
+	@sed -n 's/^#   make /  make /p' Makefile
+
+sdist:
+	@test -n "$(VERSION)" || { echo "no __version__ in cloudmanagers_plugin/version.py" >&2; exit 1; }
+	rm -f $(SDISTS)
+	$(PYTHON) -m build --sdist --outdir $(DIST) .
+
+# Without --sdist/--wheel, build makes the sdist and then the wheel from the unpacked sdist,
+# so the wheel never picks up stale files from a build/ folder.
+wheel:
+	rm -f $(SDISTS) $(DIST)/$(subst -,_,$(NAME))-$(VERSION)-*.whl
+	$(PYTHON) -m build --outdir $(DIST) .
+
+rpm: sdist
+	rm -rf $(RPMTOP)
+	mkdir -p $(RPMTOP)/SOURCES
+	cp $(SDIST) $(RPMTOP)/SOURCES/$(NAME)-$(VERSION).tar.gz
+	rpmbuild -ba $(RPMBUILD_FLAGS) \
+		--define "_topdir $(abspath $(RPMTOP))" \
+		--define "cm_version $(VERSION)" \
+		$(SPEC)
+	cp $(RPMTOP)/RPMS/noarch/$(NAME)-$(VERSION)-*.noarch.rpm $(RPMTOP)/SRPMS/$(NAME)-$(VERSION)-*.src.rpm $(DIST)/
+
+install-dropin:
+	sh packaging/install-dropin.sh $(DEST)
+
+# The tests use the artifacts built here (CM_PACKAGING_DIST) instead of building their own.
+check-packaging: wheel rpm
+	CM_PACKAGING_DIST=$(abspath $(DIST)) $(PYTEST) -m packaging tests/packaging
+
+check-pip: wheel
+	sh packaging/check-pip.sh $(DIST)
+
+build-deps:
+	sh packaging/install-build-deps.sh
+
+test:
+	$(PYTEST)
+
+demo:
+	$(PYTHON) tools/demo
+
+clean:
+	rm -rf $(DIST) build *.egg-info

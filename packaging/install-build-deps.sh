@@ -1,0 +1,28 @@
+#!/bin/sh
+# Install what the packaging targets need: rpmbuild (Debian's "rpm" package, or rpm-build on
+# RPM-based systems) and the Python build tools (build, twine, pytest).
+#
+#   sh packaging/install-build-deps.sh
+#
+# Needs root for the system package; PYTHON selects the interpreter (default python3).
+set -eu
+
+PYTHON=${PYTHON:-python3}
+
+if ! command -v rpmbuild >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm
+    elif command -v dnf >/dev/null 2>&1; then
+        dnf install -y rpm-build systemd-rpm-macros
+    elif command -v yum >/dev/null 2>&1; then
+        yum install -y rpm-build
+    else
+        echo "install-build-deps: no rpmbuild and no known package manager" >&2
+        exit 1
+    fi
+fi
+
+if ! "$PYTHON" -c 'import build, twine, pytest' >/dev/null 2>&1; then
+    "$PYTHON" -m pip install --quiet build twine pytest
+fi
