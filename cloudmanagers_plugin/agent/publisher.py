@@ -10,7 +10,7 @@ import logging
 import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Iterable, Optional
+from typing import Any, Callable, Deque, Iterable
 
 from pika import BasicProperties
 from pika.spec import Basic

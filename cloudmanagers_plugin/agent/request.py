@@ -26,7 +26,7 @@ def decode(body: bytes) -> Dict[str, Any]:
     """The body as a JSON object."""
     try:
         message = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise InvalidRequest("the message body is not valid JSON") from None
     if not isinstance(message, dict):
         raise InvalidRequest("the message body must be a JSON object")
@@ -35,7 +35,9 @@ def decode(body: bytes) -> Dict[str, Any]:
 
 def read_filters(message: Dict[str, Any]) -> Dict[str, List[str]]:
     """``filters`` as ``{name: [values]}``; absent or ``null`` means no filter."""
-    filters = message.get("filters") or {}
+    filters = message.get("filters")
+    if filters is None:
+        return {}
     well_formed = isinstance(filters, dict) and all(
         isinstance(values, list) and all(isinstance(value, str) for value in values)
         for values in filters.values()

@@ -9,6 +9,7 @@ legacy agent ignored most of them.
 
 import configparser
 import dataclasses
+import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field
@@ -116,6 +117,7 @@ def _check(settings: AgentSettings) -> None:
         "[agent] workers": settings.workers >= 1,
         "[agent] max_request_age": settings.max_request_age >= 0,
         "[agent] reply_cache_size": settings.reply_cache_size >= 1,
+        "[log] level": isinstance(logging.getLevelName(settings.log_level.upper()), int),
     }
     bad = [name for name, ok in rules.items() if not ok]
     if bad:

@@ -1,0 +1,175 @@
+"""Test doubles and broker helpers shared by the agent tests, the agent subprocess and the benches."""
+
+import json
+import subprocess
+import threading
+import time
+import uuid as uuidlib
+from collections import Counter, defaultdict
+from typing import Any, Dict, List, Optional, Tuple
+
+import pika
+
+from cloudmanagers_plugin.agent.service import AgentService
+from cloudmanagers_plugin.agent.settings import AgentSettings
+from cloudmanagers_plugin.protocol import make_response
+
+
+class FakeController:
+    """The controller contract, counting executions.
+
+    Each request may carry ``attributes.sleep`` (seconds) and ``attributes.n`` (an execution
+    label); ``executions`` counts labels, ``order`` lists (vm, n) in start order per VM.
+    """
+
+    __resource__ = "cloudmanagers"
+
+    def __init__(self, latency: float = 0.0, agent_uuid: str = "fake") -> None:
+        self.latency = latency
+        self.agent_uuid = agent_uuid
+        self.executions: Counter = Counter()
+        self.order: Dict[str, List[Any]] = defaultdict(list)
+        self.running = 0
+        self.max_running = 0
+        self._lock = threading.Lock()
+
+    def process(self, message: Dict[str, Any]) -> Dict[str, Any]:
+        attributes = message.get("attributes") or {}
+        with self._lock:
+            self.executions[attributes.get("n")] += 1
+            self.order[attributes.get("name")].append(attributes.get("n"))
+            self.running += 1
+            self.max_running = max(self.max_running, self.running)
+        time.sleep(attributes.get("sleep", self.latency))
+        with self._lock:
+            self.running -= 1
+        return make_response(
+            self.agent_uuid, message.get("id"), self.__resource__,
+            status={"action": message["action"], "n": attributes.get("n")},
+        )
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuidlib.uuid4().hex[:10]}"
+
+
+def agent_settings(**overrides: Any) -> AgentSettings:
+    """Settings for a test agent on the local broker: unique uuid, fast reconnect."""
+    settings = AgentSettings()
+    settings.uuid = unique("agent-test")
+    settings.broker.host = "127.0.0.1"
+    settings.broker.retry_delay = 0.5
+    settings.publish_exchange = ""
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    return settings
+
+
+class AgentThread:
+    """An AgentService running in a thread; ``stop()`` drains it and removes its queue."""
+
+    def __init__(self, settings: AgentSettings, controller: Any) -> None:
+        self.settings = settings
+        self.controller = controller
+        self.service = AgentService(settings, controller)
+        self.thread = threading.Thread(target=self._run, name="agent", daemon=True)
+        self.exit_code: Optional[int] = None
+        self.thread.start()
+        wait_for_consumer(settings.uuid)
+
+    def _run(self) -> None:
+        self.exit_code = self.service.run()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.service.request_stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "agent did not stop"
+
+
+def wait_for_consumer(queue: str, timeout: float = 10.0) -> None:
+    """Block until ``queue`` exists and has a consumer."""
+    deadline = time.monotonic() + timeout
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+        while time.monotonic() < deadline:
+            channel = connection.channel()
+            try:
+                if channel.queue_declare(queue, passive=True).method.consumer_count:
+                    channel.close()
+                    return
+                channel.close()
+            except pika.exceptions.ChannelClosedByBroker:
+                pass
+            time.sleep(0.05)
+    raise AssertionError(f"no consumer on {queue} after {timeout} s")
+
+
+class Requester:
+    """Publishes raw requests and collects replies on a private queue."""
+
+    def __init__(self) -> None:
+        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        self.channel = self.connection.channel()
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.received: List[Tuple[Any, Any, bytes]] = []
+        self.channel.basic_consume(self.queue, self._on_reply, auto_ack=True)
+
+    def _on_reply(self, _channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self.received.append((method, properties, body))
+
+    def send(
+        self, message: Any, routing_key: str, exchange: str = "", correlation_id: Optional[str] = None,
+        reply: bool = True, headers: Any = "default", reply_to: Optional[str] = None, user_id: str = "guest",
+    ) -> str:
+        """Publish ``message`` (dict: JSON-encoded; bytes: as is); return its correlation id."""
+        correlation_id = correlation_id or str(uuidlib.uuid4())
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
+        properties = pika.BasicProperties(
+            correlation_id=correlation_id,
+            reply_to=reply_to or (self.queue if reply else None),
+            headers={"reply_exchange": ""} if headers == "default" else headers,
+            user_id=user_id,
+        )
+        self.channel.basic_publish(exchange, routing_key, body, properties)
+        return correlation_id
+
+    def collect(self, count: int, timeout: float = 10.0) -> List[Tuple[Any, Any, bytes]]:
+        """Wait until ``count`` replies arrived (or ``timeout``); return every reply so far."""
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            self.connection.process_data_events(time_limit=0.05)
+        return list(self.received)
+
+    def replies(self, count: int, timeout: float = 10.0) -> Dict[str, Dict[str, Any]]:
+        """``collect`` as {correlation id: reply body}."""
+        return {props.correlation_id: json.loads(body) for _m, props, body in self.collect(count, timeout)}
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def request(action: str = "read", cm: str = "cm1", **attributes: Any) -> Dict[str, Any]:
+    return {"collection": "cloudmanagers", "action": action, "id": cm, "attributes": attributes}
+
+
+def delete_queue(name: str) -> None:
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+        connection.channel().queue_delete(name)
+
+
+def close_connection_named(name: str) -> int:
+    """Close (broker side) the connections whose ``connection_name`` is ``name``; return how many.
+
+    Only the named connections: the shared broker also carries other services' connections.
+    """
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'{{"connection_name","{name}"}}' in line]
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test"], check=True, capture_output=True)
+    return len(pids)

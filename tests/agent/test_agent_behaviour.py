@@ -1,0 +1,97 @@
+"""Ping, filters, permissions, request age, dedup, per-VM order and parallelism, over the broker."""
+
+import socket
+import time
+
+import pytest
+
+from agent_helpers import request
+from cloudmanagers_plugin.agent.request import utc_timestamp
+from cloudmanagers_plugin.controller import CloudmanagersController
+
+pytestmark = pytest.mark.rabbitmq
+
+
+def test_ping_is_answered_by_the_real_controller(start_agent, requester, tmp_path):
+    controller = CloudmanagersController(config_path=str(tmp_path / "absent.conf"), agent_uuid="the-agent")
+    agent = start_agent(controller)
+    corr = requester.send(request("ping", cm=""), agent.settings.uuid)
+    reply = requester.replies(1)[corr]
+    assert reply["status"] == {} and "error" not in reply and reply["collection"] == "cloudmanagers"
+
+
+@pytest.mark.parametrize("filters, answered", [
+    ({}, True),
+    ({"uuids": ["SELF"]}, True),
+    ({"uuids": ["someone-else"]}, False),
+    ({"uuids": ["SELF"], "hostnames": [socket.gethostname()]}, True),
+    ({"uuids": ["SELF"], "hostnames": ["no-such-host*"]}, False),
+    ({"platforms": ["Plan9"]}, False),
+    ({"zones": ["eu"]}, False),
+], ids=["none", "uuid", "other-uuid", "uuid+host", "wrong-host", "platform", "unknown-only"])
+def test_filtered_out_requests_get_no_reply(start_agent, requester, exchange, filters, answered):
+    agent = start_agent()
+    filters = {key: [agent.settings.uuid if v == "SELF" else v for v in values] for key, values in filters.items()}
+    requester.send({**request(n="f"), "filters": filters}, "", exchange=exchange)
+    replies = requester.collect(1, timeout=1.0 if not answered else 5.0)
+    assert len(replies) == int(answered)
+    assert agent.controller.executions["f"] == int(answered)
+
+
+def test_permissions_use_the_amqp_user_id(start_agent, requester, tmp_path):
+    rules = tmp_path / "permissions.conf"
+    rules.write_text("guest cloudmanagers cm_ro R\nguest cloudmanagers cm_rw CRUD\n* * * -\n")
+    agent = start_agent(permissions=str(rules))
+    uuid = agent.settings.uuid
+    allowed = requester.send(request("read", cm="cm_ro", n="read"), uuid)
+    pinged = requester.send(request("ping", cm="cm_ro", n="ping"), uuid)
+    denied = requester.send(request("create", cm="cm_ro", n="create"), uuid)
+    elsewhere = requester.send(request("delete", cm="cm_rw", n="delete"), uuid)
+    replies = requester.replies(4)
+    assert "error" not in replies[allowed] and "error" not in replies[pinged] and "error" not in replies[elsewhere]
+    assert "permission denied" in replies[denied]["error"]
+    assert agent.controller.executions["create"] == 0 and agent.controller.executions["read"] == 1
+
+
+def test_too_old_or_future_requests_are_refused(start_agent, requester):
+    agent = start_agent(max_request_age=300)
+    now = time.time()
+    fresh = requester.send({**request(n="fresh"), "timestamp": utc_timestamp(now - 5)}, agent.settings.uuid)
+    old = requester.send({**request(n="old"), "timestamp": utc_timestamp(now - 301 - 5)}, agent.settings.uuid)
+    future = requester.send({**request(n="future"), "timestamp": utc_timestamp(now + 3600)}, agent.settings.uuid)
+    garbled = requester.send({**request(n="garbled"), "timestamp": "yesterday"}, agent.settings.uuid)
+    replies = requester.replies(4)
+    assert "error" not in replies[fresh]
+    assert "s old" in replies[old]["error"] and "in the future" in replies[future]["error"]
+    assert "timestamp" in replies[garbled]["error"]
+    assert [agent.controller.executions[n] for n in ("fresh", "old", "future", "garbled")] == [1, 0, 0, 0]
+
+
+def test_duplicates_run_once_and_get_the_same_reply(start_agent, requester):
+    agent = start_agent()
+    uuid = agent.settings.uuid
+    body = request("create", n="dup", name="vm-dup", sleep=0.5)
+    requester.send(body, uuid, correlation_id="corr-dup")
+    requester.send(body, uuid, correlation_id="corr-dup")  # arrives while the first runs
+    first = requester.collect(2)
+    requester.send(body, uuid, correlation_id="corr-dup")  # a redelivery after the answer
+    everything = requester.collect(3)
+    assert len(first) == 2 and len(everything) == 3
+    assert len({reply_body for _m, _p, reply_body in everything}) == 1
+    assert agent.controller.executions["dup"] == 1
+    different = requester.send(request("create", n="other", name="vm-dup"), uuid, correlation_id="corr-dup2")
+    assert "error" not in requester.replies(4)[different]
+
+
+def test_same_vm_in_order_other_vms_in_parallel(start_agent, requester):
+    agent = start_agent(workers=8)
+    uuid = agent.settings.uuid
+    started = time.monotonic()
+    for n, delay in enumerate([0.4, 0.2, 0.0]):
+        requester.send(request("update", name="vm-a", n=f"a{n}", sleep=delay), uuid)
+    for vm in range(6):
+        requester.send(request("read", name=f"vm-{vm}", n=f"p{vm}", sleep=0.4), uuid)
+    assert len(requester.collect(9)) == 9
+    assert agent.controller.order["vm-a"] == ["a0", "a1", "a2"]
+    assert agent.controller.max_running >= 6
+    assert time.monotonic() - started < 1.5  # serial would be 3.0 s

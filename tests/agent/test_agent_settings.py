@@ -1,0 +1,110 @@
+"""Agent config: legacy keys and defaults, the [agent] options, --url, and the kept uuid."""
+
+import pytest
+
+from cloudmanagers_plugin.agent import settings as settings_module
+from cloudmanagers_plugin.agent.identity import resolve_uuid
+from cloudmanagers_plugin.agent.settings import AgentSettings, apply_url, load_settings, safe_summary
+from cloudmanagers_plugin.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "synapse-agent.conf"
+    path.write_text(text)
+    return str(path)
+
+
+def test_missing_default_file_means_legacy_defaults(monkeypatch, tmp_path):
+    monkeypatch.setattr(settings_module, "DEFAULT_AGENT_CONFIG", str(tmp_path / "absent.conf"))
+    settings = load_settings()
+    broker = settings.broker
+    assert (broker.host, broker.port, broker.ssl_port, broker.vhost) == ("localhost", 5672, 5671, "/")
+    assert (broker.username, broker.password, broker.use_ssl, broker.ssl_auth) == ("guest", "guest", False, False)
+    assert (broker.heartbeat, broker.retry_delay, broker.connection_attempts) == (30, 5.0, 5000)
+    assert broker.cacertfile == "/etc/synapse-agent/ssl/certs/cacert.pem"
+    assert (settings.uuid, settings.exchange, settings.publish_exchange, settings.publish_routing_key) == (
+        "", "amq.fanout", "inbox", "")
+    assert (settings.workers, settings.max_request_age, settings.declare, settings.permissions) == (8, 300, True, "")
+
+
+def test_explicit_missing_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(str(tmp_path / "typo.conf"))
+
+
+def test_reads_rabbitmq_agent_and_log_sections(tmp_path):
+    path = write(tmp_path, """
+[rabbitmq]
+host = broker.example
+port = 5673
+vhost = /synapse
+username = agent1
+password = p%ss:word
+use_ssl = yes
+uuid = 3a468145-1afc-40d3-baf5-3ba4c0fc3561
+exchange = my.fanout
+publish_exchange = replies
+publish_routing_key = rk
+heartbeat = 10
+status_exchange = ignored
+poller_delay = amq.fanout
+[agent]
+workers = 3
+max_request_age = 0
+declare = off
+permissions = /etc/synapse-agent/permissions.conf
+[log]
+level = debug
+""")
+    settings = load_settings(path)
+    assert settings.broker.host == "broker.example" and settings.broker.port == 5673
+    assert settings.broker.password == "p%ss:word"  # no interpolation
+    assert settings.broker.use_ssl is True and settings.broker.effective_port == 5671
+    assert settings.uuid == "3a468145-1afc-40d3-baf5-3ba4c0fc3561"
+    assert (settings.exchange, settings.publish_exchange, settings.publish_routing_key) == ("my.fanout", "replies", "rk")
+    assert (settings.workers, settings.max_request_age, settings.declare) == (3, 0, False)
+    assert settings.permissions == "/etc/synapse-agent/permissions.conf"
+    assert settings.log_level == "debug"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[rabbitmq]\nuse_ssl = maybe\n", "not a boolean"),
+    ("[rabbitmq]\nport = five\n", "not a number"),
+    ("[agent]\nworkers = 0\n", "workers"),
+    ("[rabbitmq]\nport = 70000\n", "port"),
+    ("[log]\nlevel = LOUD\n", "level"),
+    ("not an ini file", "cannot parse"),
+])
+def test_bad_values_are_reported(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text))
+
+
+def test_url_overrides_and_password_never_shown():
+    settings = AgentSettings()
+    apply_url(settings.broker, "amqps://bob:s%40cret@rabbit.example:5999/%2Fprod")
+    broker = settings.broker
+    assert (broker.username, broker.password, broker.host, broker.vhost) == ("bob", "s@cret", "rabbit.example", "/prod")
+    assert broker.use_ssl and broker.ssl_port == 5999
+    assert "s@cret" not in repr(settings) and "cret" not in broker.describe()
+    assert "cret" not in str(safe_summary(settings))
+    assert broker.describe() == "amqps://bob@rabbit.example:5999/%2Fprod"
+
+
+def test_url_scheme_is_checked():
+    with pytest.raises(ConfigError, match="amqp"):
+        apply_url(AgentSettings().broker, "http://host/")
+
+
+def test_generated_uuid_is_kept_across_restarts(tmp_path):
+    state = str(tmp_path / "state" / "agent.uuid")
+    first = resolve_uuid("", state)
+    assert resolve_uuid("", state) == first
+    assert resolve_uuid("configured", state) == "configured"
+
+
+def test_unwritable_uuid_file_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="uuid_file"):
+        resolve_uuid("", str(blocker / "agent.uuid"))
