@@ -135,6 +135,8 @@ def test_requires_match_setup_py(artifacts):
             whl.read(f"{WHEEL_NAME}-{artifacts.version}.dist-info/METADATA").decode()
         )
     reqs = _requires(artifacts)
+    python_floor = re.match(r">=\s*([\d.]+)$", metadata["Requires-Python"]).group(1)
+    assert reqs.get("python3") == f">= {python_floor}", f"python3 {reqs.get('python3')!r}, setup.py >= {python_floor}"
     for requirement in metadata.get_all("Requires-Dist") or []:
         if ";" in requirement:  # extras (test) and environment markers are not runtime needs
             continue
