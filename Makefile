@@ -19,6 +19,9 @@ PYTEST  ?= $(PYTHON) -m pytest
 DEST    ?= /var/lib/synapse/custom_plugin
 DIST    ?= dist
 RPMTOP  ?= build/rpmbuild
+# Extra options of `python -m build`, e.g. BUILD_FLAGS=--no-isolation to build offline with
+# the installed setuptools and wheel instead of fresh ones from the package index.
+BUILD_FLAGS ?=
 
 NAME    := synapse-cloudmanagers-plugin
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' cloudmanagers_plugin/version.py)
@@ -30,24 +33,28 @@ SDIST    = $(firstword $(wildcard $(SDISTS)))
 # systems (e.g. Debian's rpm package): skip that check there.
 RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 
-.PHONY: help sdist wheel rpm install-dropin check-packaging check-pip build-deps test demo clean
+.PHONY: help build-tool sdist wheel rpm install-dropin check-packaging check-pip build-deps test demo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
 
-sdist:
+build-tool:
 	@test -n "$(VERSION)" || { echo "no __version__ in cloudmanagers_plugin/version.py" >&2; exit 1; }
+	@$(PYTHON) -c 'import build' 2>/dev/null || { echo "$(PYTHON) -m build is missing: run make build-deps" >&2; exit 1; }
+
+sdist: build-tool
 	rm -f $(SDISTS)
-	$(PYTHON) -m build --sdist --outdir $(DIST) .
+	$(PYTHON) -m build --sdist $(BUILD_FLAGS) --outdir $(DIST) .
 
 # Without --sdist/--wheel, build makes the sdist and then the wheel from the unpacked sdist,
 # so the wheel never picks up stale files from a build/ folder.
-wheel:
+wheel: build-tool
 	rm -f $(SDISTS) $(DIST)/$(subst -,_,$(NAME))-$(VERSION)-*.whl
-	$(PYTHON) -m build --outdir $(DIST) .
+	$(PYTHON) -m build $(BUILD_FLAGS) --outdir $(DIST) .
 
 rpm: sdist
-	rm -rf $(RPMTOP)
+	@command -v rpmbuild >/dev/null || { echo "rpmbuild is missing: run make build-deps" >&2; exit 1; }
+	rm -rf $(RPMTOP) $(DIST)/$(NAME)-$(VERSION)-*.rpm
 	mkdir -p $(RPMTOP)/SOURCES
 	cp $(SDIST) $(RPMTOP)/SOURCES/$(NAME)-$(VERSION).tar.gz
 	rpmbuild -ba $(RPMBUILD_FLAGS) \
