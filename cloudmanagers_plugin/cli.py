@@ -1,10 +1,11 @@
-"""The ``cloudmanagers`` command: check-config, plus the agent's ``agent`` and ``call``."""
+"""The ``cloudmanagers`` command: ``check-config`` here, ``agent`` and ``call`` from the agent package."""
 
 import argparse
 import logging
 import sys
 from typing import List, Optional, Sequence
 
+from .agent import commands as agent_commands
 from .config import DEFAULT_PATHS, ENV_VAR, CloudManagerConfig
 from .controller import CloudmanagersController
 from .errors import CloudManagerError
@@ -68,12 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", metavar="PATH", help="cloud managers file")
     check.set_defaults(func=check_config)
-    try:
-        from .agent import commands as agent_commands
-    except ImportError:  # the plugin alone, dropped into a legacy agent, has no standalone runtime
-        agent_commands = None
-    if agent_commands is not None:
-        agent_commands.register(commands)
+    agent_commands.register(commands)
     return parser
 
 

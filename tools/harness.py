@@ -1,0 +1,135 @@
+"""What the demo and the end-to-end tests share: RabbitMQ, the devcloud, an agent, `cloudmanagers call`.
+
+Everything here drives the real pieces the way an operator would (the devcloud tool, the
+`cloudmanagers` command in a subprocess), so the demo transcript and the e2e assertions see
+exactly what a user sees.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any, Dict, List, Optional
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TOOLS)
+DEVCLOUD = os.path.join(TOOLS, "devcloud")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_rabbitmq(timeout: float = 90) -> None:
+    """Reuse the machine's RabbitMQ; start it (installing it first if missing) only when needed."""
+    if port_open(5672):
+        return
+    if not shutil.which("rabbitmq-server"):
+        print("installing rabbitmq-server (apt)...", flush=True)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "rabbitmq-server"],
+                       check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    print("starting RabbitMQ (rabbitmq-server -detached)...", flush=True)
+    subprocess.run(["rabbitmq-server", "-detached"], check=True)
+    deadline = time.monotonic() + timeout
+    while not port_open(5672):
+        if time.monotonic() > deadline:
+            raise RuntimeError("RabbitMQ did not open 127.0.0.1:5672 in time")
+        time.sleep(1)
+
+
+def devcloud(*args: str, quiet: bool = False) -> None:
+    """Run a devcloud command; its progress lines stream through unless quiet."""
+    result = subprocess.run([sys.executable, DEVCLOUD, *args], text=True,
+                            stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None)
+    if result.returncode:
+        raise RuntimeError(f"tools/devcloud {' '.join(args)} failed (exit {result.returncode})"
+                           + (f":\n{result.stdout[-3000:]}" if quiet else ""))
+
+
+def devcloud_facts() -> Dict[str, Any]:
+    """The devcloud's devcloud.json (credentials, ids, the cloudmanagers.conf it wrote)."""
+    base = os.environ.get("DEVCLOUD_BASE", os.path.expanduser("~/.cache/cloudmanagers-devcloud"))
+    with open(os.path.join(base, "devcloud.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def cloudmanagers(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `cloudmanagers` command of this checkout."""
+    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "cloudmanagers_plugin.cli", *args], text=True,
+                          capture_output=True, timeout=timeout, env=env)
+
+
+class Agent:
+    """A standalone `cloudmanagers agent` in a subprocess, with its own queue (uuid)."""
+
+    def __init__(self, workdir: str, config: str, agent_uuid: Optional[str] = None, **agent_options: Any):
+        os.makedirs(workdir, exist_ok=True)
+        self.uuid = agent_uuid or str(uuid.uuid4())
+        self.config = config
+        self.agent_config = os.path.join(workdir, "synapse-agent.conf")
+        self.log = os.path.join(workdir, "agent.log")
+        options = {"uuid_file": os.path.join(workdir, "agent.uuid"), **agent_options}
+        with open(self.agent_config, "w", encoding="utf-8") as handle:
+            handle.write(f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {self.uuid}\n\n[agent]\n")
+            handle.writelines(f"{key} = {value}\n" for key, value in options.items())
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self, timeout: float = 30) -> "Agent":
+        env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "cloudmanagers_plugin.cli", "agent", "--agent-config", self.agent_config,
+                 "--config", self.config], stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while cloudmanagers(*self.command("ping", timeout=2)).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the agent did not answer ping; its log:\n{self.tail()}")
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as handle:
+                return "".join(handle.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def command(self, action: str, cm_id: str = "", timeout: float = 60, **attributes: Any) -> List[str]:
+        """The `cloudmanagers call` command line for one request to this agent."""
+        args = ["call", action] + ([cm_id] if cm_id else []) + ["--target", self.uuid, "--timeout", str(timeout)]
+        for key, value in attributes.items():
+            args += ["--attr", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+        return args
+
+    def call(self, action: str, cm_id: str = "", timeout: float = 60, **attributes: Any) -> Dict[str, Any]:
+        """Send one request with `cloudmanagers call --json` and return the agent's reply."""
+        result = cloudmanagers(*self.command(action, cm_id, timeout, **attributes), "--json",
+                               timeout=timeout + 30)
+        try:
+            return json.loads(result.stdout)
+        except ValueError:
+            return {"error": f"no JSON reply (exit {result.returncode}): {result.stdout[-500:]} {result.stderr[-1500:]}"}
+
+    def __enter__(self) -> "Agent":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
