@@ -212,8 +212,8 @@ class Consumer:
     def _log(delivery: Delivery, outcome: str, how: str) -> None:
         summary = delivery.summary
         LOG.info(
-            "action=%s cm=%s vm=%s user=%s outcome=%r reply=%r duration=%.0fms",
-            summary.action, summary.cm, summary.vm, summary.user, outcome, how,
+            "action=%s cm=%s vm=%s user=%s corr=%s outcome=%r reply=%r duration=%.0fms",
+            summary.action, summary.cm, summary.vm, summary.user, delivery.properties.correlation_id, outcome, how,
             (time.monotonic() - delivery.received) * 1000,
         )
 

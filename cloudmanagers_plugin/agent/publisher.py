@@ -31,13 +31,13 @@ class _Outgoing:
     properties: BasicProperties
     body: bytes
     done: Done
-    attempts: int = 0
+    failures: int = 0
 
 
 class ReplyPublisher:
     """Owns the reply channel of the current connection (I/O thread only)."""
 
-    MAX_ATTEMPTS = 3
+    MAX_FAILURES = 3
 
     def __init__(self) -> None:
         self._connection: Any = None
@@ -94,7 +94,6 @@ class ReplyPublisher:
             self._send(self._waiting.popleft())
 
     def _send(self, item: _Outgoing) -> None:
-        item.attempts += 1
         self._sequence += 1
         self._unconfirmed[self._sequence] = item
         self._channel.basic_publish(
@@ -112,7 +111,7 @@ class ReplyPublisher:
             for item in confirmed:
                 item.done("")
         else:
-            self._requeue(confirmed, "the broker refused the reply")
+            self._requeue(confirmed, "the broker refused the reply", failed=True)
 
     def _on_channel_closed(self, channel: Any, reason: Exception) -> None:
         if channel is not self._channel:
@@ -126,22 +125,23 @@ class ReplyPublisher:
             return
         LOG.warning("reply channel closed by the broker (%s); reopening it", reason)
         found = _MISSING_EXCHANGE.search(str(reason))
-        missing = found.group(1) if found else None
-        kept = []
-        for item in failed:
-            if item.address.exchange == missing:
-                item.done(f"reply exchange '{missing}' does not exist; reply dropped")
-            else:
-                kept.append(item)
-        self._requeue(kept, f"reply channel closed ({reason})")
+        if found is None:  # cause unknown: every reply in flight may be to blame
+            self._requeue(failed, f"reply channel closed ({reason})", failed=True)
+        else:  # the broker names the culprit; replies sent after it were discarded, not at fault
+            missing = found.group(1)
+            for item in failed:
+                if item.address.exchange == missing:
+                    item.done(f"reply exchange '{missing}' does not exist; reply dropped")
+            self._requeue([item for item in failed if item.address.exchange != missing], "", failed=False)
         self._open_channel()
 
-    def _requeue(self, items: Iterable[_Outgoing], why: str) -> None:
-        """Retry replies in their original order, giving up after MAX_ATTEMPTS sends."""
+    def _requeue(self, items: Iterable[_Outgoing], why: str, failed: bool) -> None:
+        """Retry replies in their original order; one that failed MAX_FAILURES times is given up."""
         retry = []
         for item in items:
-            if item.attempts >= self.MAX_ATTEMPTS:
-                item.done(f"{why}; reply dropped after {item.attempts} attempts")
+            item.failures += failed
+            if item.failures >= self.MAX_FAILURES:
+                item.done(f"{why}; reply dropped after {item.failures} failures")
             else:
                 retry.append(item)
         if self._ready:

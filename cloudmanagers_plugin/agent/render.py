@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 
 def _cell(value: Any) -> str:
-    if value is None:
+    if value is None or value == "":
         return "-"
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -47,7 +47,7 @@ def reply_text(reply: Dict[str, Any]) -> str:
     status = reply.get("status") if isinstance(reply.get("status"), dict) else {}
     rows: List[Tuple[str, str]] = [
         ("agent", _cell(reply.get("uuid"))),
-        ("cloudmanager", _cell(reply.get("resource_id") or None)),
+        ("cloudmanager", _cell(reply.get("resource_id"))),
         ("result", "error" if "error" in reply else "ok"),
     ]
     if "error" in reply:

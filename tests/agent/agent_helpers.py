@@ -143,8 +143,13 @@ class Requester:
         return list(self.received)
 
     def replies(self, count: int, timeout: float = 10.0) -> Dict[str, Dict[str, Any]]:
-        """``collect`` as {correlation id: reply body}."""
-        return {props.correlation_id: json.loads(body) for _m, props, body in self.collect(count, timeout)}
+        """Wait for replies to ``count`` distinct correlation ids: {correlation id: reply body}."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {props.correlation_id: json.loads(body) for _m, props, body in self.received}
+            if len(found) >= count or time.monotonic() >= deadline:
+                return found
+            self.connection.process_data_events(time_limit=0.05)
 
     def close(self) -> None:
         if self.connection.is_open:

@@ -1,0 +1,59 @@
+"""Broker-side connection kills mid-stream, and SIGTERM draining of a subprocess agent."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from agent_helpers import close_connection_named, delete_queue, request, unique, wait_for_consumer
+
+pytestmark = pytest.mark.rabbitmq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_connection_kills_lose_no_reply_and_run_nothing_twice(start_agent, requester):
+    agent = start_agent(workers=8)
+    uuid = agent.settings.uuid
+    sent = [requester.send(request("create", n=n, name=f"vm-{n % 20}", sleep=0.1), uuid) for n in range(200)]
+    for threshold in (30, 100):
+        requester.replies(threshold, timeout=30)
+        wait_for_consumer(uuid)
+        assert close_connection_named(f"cloudmanagers-agent {uuid}") == 1
+        assert len(requester.replies(0)) < 200  # the kill happened mid-stream
+    replies = requester.replies(200, timeout=60)
+    assert set(replies) == set(sent)
+    assert all("error" not in reply for reply in replies.values())
+    executions = agent.controller.executions
+    assert sorted(executions) == list(range(200)) and set(executions.values()) == {1}, executions.most_common(3)
+    assert agent.thread.is_alive()
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(broker, requester):
+    uuid = unique("agent-test-sigterm")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(HERE)), HERE])}
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(HERE, "agent_process.py"), uuid], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for_consumer(uuid, timeout=20)
+        slow = requester.send(request("create", n="slow", name="vm-slow", sleep=2.0), uuid)
+        time.sleep(0.5)  # the request is now running on a worker
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        late = requester.send(request("read", n="late"), uuid)  # must not be taken any more
+        output, _ = process.communicate(timeout=20)
+        assert process.returncode == 0, output
+        replies = requester.replies(1, timeout=5)
+        assert slow in replies and "error" not in replies[slow]
+        assert late not in replies
+        assert requester.channel.queue_declare(uuid, passive=True).method.message_count == 1  # "late" waits
+        assert "stopping" in output and "stopped" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+        delete_queue(uuid)
