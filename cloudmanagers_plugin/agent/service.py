@@ -12,6 +12,7 @@ from .dedup import AnswerCache
 from .dispatcher import Dispatcher
 from .filters import HostFilter
 from .gate import Gate
+from .handback import Handback
 from .ordered_pool import OrderedPool
 from .permissions import Permissions
 from .settings import AgentSettings, safe_summary
@@ -38,7 +39,7 @@ class AgentService:
         )
         dispatcher = Dispatcher(
             gate, controller, self._pool, AnswerCache(settings.reply_cache_size),
-            self._ioloop.add_callback_threadsafe,
+            Handback(self._ioloop.add_callback_threadsafe).post,
         )
         topology = Topology(
             queue=agent_uuid,

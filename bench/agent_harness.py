@@ -1,0 +1,222 @@
+"""Shared parts of the agent benches: the processes under test and a blocking RPC client.
+
+Run as a script it becomes one of the processes under test, until SIGTERM:
+    agent_harness.py agent UUID WORKERS LATENCY   the real agent and controller, with an
+                                                  in-process driver that sleeps LATENCY s
+    agent_harness.py echo QUEUE                   a bare pika RPC echo server (the baseline)
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+from typing import Any, Dict, List, Optional
+
+import pika
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from cloudmanagers_plugin.drivers.base import CloudDriver, Console, Flavor, Server  # noqa: E402
+
+BROKER = pika.ConnectionParameters("127.0.0.1")
+
+
+class LatencyDriver(CloudDriver):
+    """Stands in for OpenStack: every VM lookup takes ``LATENCY`` seconds, nothing else exists."""
+
+    latency = 0.0
+
+    def authenticate(self) -> None:
+        """Nothing to authenticate against."""
+
+    def servers_named(self, name: str) -> List[Server]:
+        if self.latency:  # even sleep(0) costs a system call and a GIL round trip
+            time.sleep(self.latency)
+        return [Server(id=f"id-{name}", name=name, status="ACTIVE", flavor_name="m1.small", vcpus=1)]
+
+    def get_server(self, server_id: str) -> Server:
+        return Server(id=server_id, name=server_id[3:], status="ACTIVE")
+
+    def list_server_names(self) -> List[str]:
+        return []
+
+    def find_flavor(self, name_or_id: str) -> Flavor:
+        return Flavor(id="1", name=name_or_id, vcpus=1, ram=512, disk=1)
+
+    def flavor_id(self, flavor_name: Optional[str]) -> Optional[str]:
+        return "1"
+
+    def find_image(self, name_or_id: str) -> str:
+        return name_or_id
+
+    def list_images(self) -> List[Dict]:
+        return []
+
+    def create_server(self, name, flavor, image_id, key_name, user_data) -> Server:
+        return Server(id=f"id-{name}", name=name, status="BUILD")
+
+    def set_state(self, server_id: str, action: str) -> None:
+        """Every state change succeeds at once."""
+
+    def resize(self, server_id: str, flavor: Flavor) -> None:
+        """Every resize succeeds at once."""
+
+    def delete(self, server_id: str) -> None:
+        """Every delete succeeds at once."""
+
+    def console(self, server: Server) -> Console:
+        return Console(reason="no console in the bench")
+
+
+def serve_agent(agent_uuid: str, workers: int, latency: float) -> int:
+    from cloudmanagers_plugin.agent.service import AgentService
+    from cloudmanagers_plugin.agent.settings import AgentSettings
+    from cloudmanagers_plugin.controller import CloudmanagersController
+    from cloudmanagers_plugin.drivers import register_driver
+
+    LatencyDriver.latency = latency
+    register_driver("bench", LatencyDriver)
+    conf = os.path.join(tempfile.mkdtemp(prefix="agent-bench-"), "cloudmanagers.conf")
+    with open(conf, "w", encoding="utf-8") as handle:
+        handle.write("[cm_bench]\ncm_type = bench\nkeystone_base_url = http://127.0.0.1:5000/v3\n"
+                     "username = u\npassword = p\nproject_name = p\n")
+    os.chmod(conf, 0o600)
+    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="")
+    settings.broker.host = "127.0.0.1"
+    controller = CloudmanagersController(config_path=conf, agent_uuid=agent_uuid)
+    return AgentService(settings, controller).run_until_signalled()
+
+
+def serve_echo(queue: str) -> int:
+    """The baseline: consume, publish the body back to reply_to, ack. Nothing else."""
+    connection = pika.BlockingConnection(BROKER)
+    channel = connection.channel()
+    channel.queue_declare(queue, auto_delete=True)
+
+    def echo(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+        ch.basic_publish("", properties.reply_to, body, pika.BasicProperties(correlation_id=properties.correlation_id))
+        ch.basic_ack(method.delivery_tag)
+
+    channel.basic_qos(prefetch_count=8)
+    channel.basic_consume(queue, echo)
+    signal.signal(signal.SIGTERM, lambda *_: channel.stop_consuming())
+    channel.start_consuming()
+    connection.close()
+    return 0
+
+
+class Process:
+    """One process under test; stopped (SIGTERM, then kill) when leaving the ``with``."""
+
+    def __init__(self, *args: str) -> None:
+        self.queue = args[1]
+        self.popen = subprocess.Popen([sys.executable, os.path.abspath(__file__), *args],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_consumer(self.queue)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def __enter__(self) -> "Process":
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(20)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+        with pika.BlockingConnection(BROKER) as connection:
+            connection.channel().queue_delete(self.queue)
+
+
+def wait_for_consumer(queue: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    with pika.BlockingConnection(BROKER) as connection:
+        while time.monotonic() < deadline:
+            channel = connection.channel()
+            try:
+                if channel.queue_declare(queue, passive=True).method.consumer_count:
+                    return
+            except pika.exceptions.ChannelClosedByBroker:
+                pass
+            time.sleep(0.05)
+    raise SystemExit(f"nothing consumes {queue} after {timeout} s")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def read_request(vm: str) -> bytes:
+    """A typical request: read one VM of the bench cloud manager."""
+    return json.dumps({"collection": "cloudmanagers", "action": "read", "id": "cm_bench",
+                       "attributes": {"name": vm}, "filters": {}}).encode()
+
+
+class Client:
+    """Blocking RPC client: publish to a queue, wait for replies by correlation id."""
+
+    def __init__(self) -> None:
+        self.connection = pika.BlockingConnection(BROKER)
+        self.channel = self.connection.channel()
+        self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.answered: Dict[str, bytes] = {}
+        self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
+
+    def _on_reply(self, _ch: Any, _method: Any, properties: Any, body: bytes) -> None:
+        self.answered[properties.correlation_id] = body
+
+    def send(self, queue: str, body: bytes) -> str:
+        correlation_id = str(uuidlib.uuid4())
+        properties = pika.BasicProperties(correlation_id=correlation_id, reply_to=self.reply_queue,
+                                          headers={"reply_exchange": ""})
+        self.channel.basic_publish("", queue, body, properties)
+        return correlation_id
+
+    def wait(self, correlation_ids: List[str], timeout: float = 60.0) -> None:
+        """Block until every id is answered; SystemExit after ``timeout`` (benches must end)."""
+        deadline = time.monotonic() + timeout
+        while not all(cid in self.answered for cid in correlation_ids):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"replies missing after {timeout} s")
+            self.connection.process_data_events(time_limit=0.01)
+
+    def run(self, queue: str, bodies: List[bytes], window: int) -> float:
+        """Send ``bodies`` keeping at most ``window`` unanswered; return the elapsed seconds."""
+        started = time.perf_counter()
+        pending: List[str] = []
+        for body in bodies:
+            pending.append(self.send(queue, body))
+            if len(pending) >= window:
+                self.wait(pending[:1])
+                pending = [cid for cid in pending if cid not in self.answered]
+        self.wait(pending)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def main(argv: List[str]) -> int:
+    if argv[:1] == ["agent"] and len(argv) == 4:
+        return serve_agent(argv[1], int(argv[2]), float(argv[3]))
+    if argv[:1] == ["echo"] and len(argv) == 2:
+        return serve_echo(argv[1])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
