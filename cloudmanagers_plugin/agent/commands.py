@@ -11,10 +11,12 @@ from typing import Any, Dict, List, Tuple
 
 import pika
 
+from ..controller import CloudmanagersController
 from ..errors import CloudManagerError
 from . import render
 from .client import NoRoute, RpcClient, build_request, parse_attr
 from .identity import resolve_uuid
+from .service import AgentService
 from .settings import DEFAULT_AGENT_CONFIG, AgentSettings, apply_url, load_settings
 
 EXIT_ERROR_REPLY, EXIT_CONFIG, EXIT_NO_REPLY, EXIT_BROKER = 1, 2, 3, 4
@@ -74,9 +76,6 @@ def _settings(args: argparse.Namespace) -> AgentSettings:
 
 def run_agent(args: argparse.Namespace) -> int:
     """``cloudmanagers agent``: serve until SIGTERM/SIGINT."""
-    from ..controller import CloudmanagersController
-    from .service import AgentService
-
     try:
         settings = _settings(args)
         settings.uuid = resolve_uuid(args.uuid or settings.uuid, settings.uuid_file)

@@ -14,10 +14,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 TIMESTAMP_FORMAT = "%d/%m/%y %H:%M:%S"
 
-# Defaults merged into every request, as the legacy agent did before calling a plugin.
-_DEFAULTS: Dict[str, Any] = {"id": "", "attributes": {}, "monitor": False}
-
-
 class InvalidRequest(Exception):
     """The request cannot be run; the text says why and goes into the error reply."""
 
@@ -88,7 +84,7 @@ def validate(message: Dict[str, Any]) -> Request:
     """Check the envelope fields' presence and types; merge the legacy defaults."""
     _require_text(message, "collection")
     _require_text(message, "action")
-    merged = {**_DEFAULTS, **message}
+    merged = {"id": "", "attributes": {}, "monitor": False, **message}  # the legacy defaults
     _require_type(merged, "id", (str, type(None)), "a string")
     _require_type(merged, "attributes", (dict,), "an object")
     _require_type(merged, "monitor", (bool,), "true or false")

@@ -8,7 +8,10 @@ import time
 
 import pytest
 
-from agent_helpers import close_connection_named, delete_queue, request, unique, wait_for_consumer
+from agent_helpers import (
+    AgentThread, FakeController, agent_settings, close_connection_named, delete_queue, request, unique,
+    wait_for_consumer,
+)
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -57,3 +60,17 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(broker, requester):
         if process.poll() is None:
             process.kill()
         delete_queue(uuid)
+
+
+def test_heartbeats_flow_while_a_long_request_runs(broker, requester, caplog):
+    settings = agent_settings(exchange="")
+    settings.broker.heartbeat = 1  # the broker drops a connection silent for ~2 heartbeats
+    agent = AgentThread(settings, FakeController())
+    try:
+        corr = requester.send(request("create", n="long", name="vm-long", sleep=6), settings.uuid)
+        reply = requester.replies(1, timeout=15)[corr]
+        assert "error" not in reply and agent.controller.executions["long"] == 1
+        assert "connection to the broker lost" not in caplog.text
+    finally:
+        agent.stop()
+        delete_queue(settings.uuid)

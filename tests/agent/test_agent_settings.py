@@ -1,10 +1,17 @@
 """Agent config: legacy keys and defaults, the [agent] options, --url, and the kept uuid."""
 
+import dataclasses
+import os
+import re
+
 import pytest
 
 from cloudmanagers_plugin.agent import settings as settings_module
 from cloudmanagers_plugin.agent.identity import resolve_uuid
-from cloudmanagers_plugin.agent.settings import AgentSettings, apply_url, load_settings, safe_summary
+from cloudmanagers_plugin.agent.permissions import Permissions
+from cloudmanagers_plugin.agent.settings import (
+    AgentSettings, BrokerSettings, apply_url, load_settings, safe_summary,
+)
 from cloudmanagers_plugin.errors import ConfigError
 
 
@@ -108,3 +115,33 @@ def test_unwritable_uuid_file_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(ConfigError, match="uuid_file"):
         resolve_uuid("", str(blocker / "agent.uuid"))
+
+
+SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "etc", "synapse-agent")
+
+
+def test_sample_config_documents_every_default(tmp_path):
+    """Uncommenting the first ``#key = value`` of each key in the sample changes nothing."""
+    seen, lines = set(), []
+    with open(os.path.join(SAMPLES, "synapse-agent.conf"), encoding="utf-8") as sample:
+        for line in sample:
+            found = re.match(r"#(\w+) = ?(.*)$", line)
+            if found and found.group(1) not in seen:
+                seen.add(found.group(1))
+                lines.append(f"{found.group(1)} = {found.group(2)}")
+            elif line.startswith("["):
+                lines.append(line.strip())
+    path = write(tmp_path, "\n".join(lines) + "\n")
+    assert load_settings(path) == AgentSettings()
+    documented = {spec.metadata.get("key") or spec.name for cls in (AgentSettings, BrokerSettings)
+                  for spec in dataclasses.fields(cls) if "section" in spec.metadata}
+    assert documented <= seen
+
+
+def test_sample_permissions_parse():
+    rules = Permissions.load(os.path.join(SAMPLES, "permissions.conf"))
+    assert rules.allows("developers", "cloudmanagers", "dev_lab", "delete")
+    assert not rules.allows("developers", "cloudmanagers", "prod", "delete")
+    assert rules.allows("monitoring", "cloudmanagers", "prod", "ping")
+    assert not rules.allows("guest", "cloudmanagers", "prod", "read")
