@@ -28,7 +28,7 @@ assert "site-packages" in cloudmanagers_plugin.__file__, cloudmanagers_plugin.__
 print("imported", cloudmanagers_plugin.__file__, cloudmanagers_plugin.__version__)
 PY
 "$VENV/bin/cloudmanagers" --help >/dev/null
-for f in cloudmanagers.conf cloudmanagers-agent.service; do
+for f in cloudmanagers.conf synapse-agent.conf permissions.conf cloudmanagers-agent.service; do
     test -f "$VENV/share/synapse-cloudmanagers-plugin/$f" || {
         echo "check-pip: $f is not in $VENV/share/synapse-cloudmanagers-plugin" >&2
         exit 1

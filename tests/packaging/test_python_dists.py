@@ -18,13 +18,21 @@ pytestmark = pytest.mark.packaging
 SDIST_MUST_HOLD = {
     "PKG-INFO", "setup.py", "README.md", "MANIFEST.in", "Makefile",
     "etc/synapse/cloudmanagers.conf",
+    "etc/synapse-agent/synapse-agent.conf",
+    "etc/synapse-agent/permissions.conf",
     f"packaging/rpm/{NAME}.spec",
     "packaging/rpm/cloudmanagers-launcher",
     "packaging/install-dropin.sh",
     "packaging/INSTALL.md",
     f"packaging/systemd/{UNIT}",
 }
-DATA_FILES = {"cloudmanagers.conf", UNIT}
+# The wheel's data files (setup.py data_files) and where they come from in the source tree.
+DATA_FILES = {
+    "cloudmanagers.conf": "etc/synapse/cloudmanagers.conf",
+    "synapse-agent.conf": "etc/synapse-agent/synapse-agent.conf",
+    "permissions.conf": "etc/synapse-agent/permissions.conf",
+    UNIT: f"packaging/systemd/{UNIT}",
+}
 
 
 def _is_bytecode(name):
@@ -48,7 +56,7 @@ def test_wheel_contents(artifacts):
     data = f"{WHEEL_NAME}-{v}.data/data/{DATA_DIR}/"
     package = {n[len(PACKAGE) + 1:] for n in names if n.startswith(PACKAGE + "/")}
     assert package == package_source_files(artifacts.source), "the wheel must carry the whole package"
-    assert {n[len(data):] for n in names if n.startswith(data)} == DATA_FILES, (
+    assert {n[len(data):] for n in names if n.startswith(data)} == set(DATA_FILES), (
         f"the wheel must carry {sorted(DATA_FILES)} under {DATA_DIR} (setup.py data_files)"
     )
     assert {"METADATA", "WHEEL", "RECORD", "entry_points.txt", "top_level.txt"} <= {
@@ -62,10 +70,8 @@ def test_wheel_contents(artifacts):
 def test_wheel_data_files_are_the_project_files(artifacts):
     data = f"{WHEEL_NAME}-{artifacts.version}.data/data/{DATA_DIR}/"
     with zipfile.ZipFile(artifacts.wheel) as whl:
-        assert whl.read(data + "cloudmanagers.conf") == (
-            artifacts.source / "etc" / "synapse" / "cloudmanagers.conf"
-        ).read_bytes()
-        assert whl.read(data + UNIT) == (artifacts.source / "packaging" / "systemd" / UNIT).read_bytes()
+        for name, source in DATA_FILES.items():
+            assert whl.read(data + name) == (artifacts.source / source).read_bytes(), name
 
 
 def test_wheel_metadata(artifacts):

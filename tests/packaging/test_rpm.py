@@ -21,6 +21,7 @@ pytestmark = pytest.mark.packaging
 CONF = "/etc/synapse/cloudmanagers.conf"
 LAUNCHER = "/usr/bin/cloudmanagers"
 UNIT_PATH = "/usr/lib/systemd/system/" + UNIT
+DOCS = ("README.md", "INSTALL.md", "synapse-agent.conf", "permissions.conf")
 
 
 def rpm_query(artifacts, *args):
@@ -78,7 +79,7 @@ def test_file_list(rpm_files, dropin_files):
     plugin_dirs = {os.path.dirname(p) for p in plugin_files} | {plugin_dir}
     expected = (
         {"/etc/synapse", CONF, LAUNCHER, UNIT_PATH}
-        | {docs, f"{docs}/README.md", f"{docs}/INSTALL.md"}
+        | {docs} | {f"{docs}/{name}" for name in DOCS}
         | {"/var/lib/synapse", PLUGIN_ROOT}
         | plugin_dirs
         | plugin_files
@@ -106,7 +107,8 @@ def test_config_file_flags_and_mode(rpm_files):
 def test_modes(rpm_files):
     assert rpm_files[LAUNCHER][1] == "-rwxr-xr-x"
     assert rpm_files[UNIT_PATH][1] == "-rw-r--r--"
-    assert "d" in rpm_files[f"{doc_dir(rpm_files)}/README.md"][0]
+    for name in DOCS:
+        assert "d" in rpm_files[f"{doc_dir(rpm_files)}/{name}"][0], name
     for path, (_flags, perms, user, group) in rpm_files.items():
         assert (user, group) == ("root", "root"), path
         if path.startswith(PLUGIN_ROOT):
