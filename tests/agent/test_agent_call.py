@@ -95,7 +95,7 @@ def test_no_agent_and_no_reply_exit_3(broker, capsys):
 
     queue = unique("agent-test-idle")
     with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().queue_declare(queue, auto_delete=True)
+        connection.channel().queue_declare(queue, exclusive=True)
         assert main(["call", "read", "--target", queue, "--timeout", "0.5"]) == 3
         assert "no reply within 0.5 s" in capsys.readouterr().err
 
