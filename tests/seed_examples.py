@@ -32,9 +32,9 @@ EXAMPLES = {
 REPLY_KEYS = {"uuid", "resource_id", "collection", "status", "msg_type", "version"}
 
 
-def example(name: str, cm_id: str, **overrides: Any) -> Dict[str, Any]:
-    """The documented request ``name`` for cloud manager ``cm_id`` (attributes may be overridden)."""
-    action, attributes, _ = EXAMPLES[name]
+def example(which: str, cm_id: str, **overrides: Any) -> Dict[str, Any]:
+    """The documented request ``which`` for cloud manager ``cm_id`` (attributes may be overridden)."""
+    action, attributes, _ = EXAMPLES[which]
     if attributes is None:
         return message(action, "")
     return message(action, cm_id, **{**attributes, **overrides})

@@ -112,17 +112,21 @@ class Agent:
         except OSError:
             return "(no log)"
 
-    def command(self, action: str, cm_id: str = "", timeout: float = 60, **attributes: Any) -> List[str]:
-        """The `cloudmanagers call` command line for one request to this agent."""
+    def command(self, action: str, cm_id: str = "", timeout: Optional[float] = None, **attributes: Any) -> List[str]:
+        """The `cloudmanagers call` command line for one request to this agent.
+
+        The default timeout outlasts the request's own ``wait``; a ping collects answers for 2 s.
+        """
+        if timeout is None:
+            timeout = 2 if action == "ping" else 60 + float(attributes.get("wait", 0))
         args = ["call", action] + ([cm_id] if cm_id else []) + ["--target", self.uuid, "--timeout", str(timeout)]
         for key, value in attributes.items():
             args += ["--attr", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
         return args
 
-    def call(self, action: str, cm_id: str = "", timeout: float = 60, **attributes: Any) -> Dict[str, Any]:
+    def call(self, action: str, cm_id: str = "", timeout: Optional[float] = None, **attributes: Any) -> Any:
         """Send one request with `cloudmanagers call --json` and return the agent's reply."""
-        result = cloudmanagers(*self.command(action, cm_id, timeout, **attributes), "--json",
-                               timeout=timeout + 30)
+        result = cloudmanagers(*self.command(action, cm_id, timeout, **attributes), "--json")
         try:
             return json.loads(result.stdout)
         except ValueError:

@@ -149,7 +149,8 @@ class CloudDriver(ABC):
     ) -> Server:
         """Poll until the VM's status is in ``targets`` (DELETED once it is gone).
 
-        A status in ``failures`` raises ServerFault with Nova's fault message; ``done`` may
+        A status in ``failures`` with no task under way raises ServerFault with Nova's fault message
+        (a VM leaving ERROR shows ERROR plus a task state until it has left); ``done`` may
         accept other states (e.g. auto-confirmed resizes). The poll interval grows from
         ``first_poll`` to ``max_poll`` so short transitions answer fast and long ones cost few calls.
         """
@@ -162,7 +163,7 @@ class CloudDriver(ABC):
                 server = Server(id=server_id, name="", status=DELETED)
             if (server.status in targets and not server.task_state) or (done and done(server)):
                 return server
-            if server.status in failures:
+            if server.status in failures and not server.task_state:  # e.g. ERROR -> stop is under way
                 raise ServerFault(
                     f"VM {server.name or server_id} went to {server.status}: {server.fault or 'Nova gave no fault message'}"
                 )
