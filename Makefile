@@ -8,13 +8,15 @@
 #   make check-packaging        build everything, then run the packaging tests on it
 #   make check-pip              install the wheel and its dependencies in a clean virtualenv
 #   make build-deps             install what the targets above need (rpm, build, twine)
-#   make test                   the whole test suite (pytest.ini: tests/)
-#   make demo                   the README's demo (tools/demo)
+#   make venv                   .venv: the plugin (editable) and its test tools
+#   make test                   the whole test suite on a fresh machine (tools/run-tests)
+#   make demo                   the README's demo on a fresh machine (tools/demo)
 #   make clean                  remove build outputs
 #
 # The version comes from cloudmanagers_plugin/version.py only.
 
-PYTHON  ?= python3
+VENV    ?= .venv
+PYTHON  ?= $(VENV)/bin/python
 PYTEST  ?= $(PYTHON) -m pytest
 DEST    ?= /var/lib/synapse/custom_plugin
 DIST    ?= dist
@@ -33,10 +35,18 @@ SDIST    = $(firstword $(wildcard $(SDISTS)))
 # systems (e.g. Debian's rpm package): skip that check there.
 RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 
-.PHONY: help build-tool sdist wheel rpm install-dropin check-packaging check-pip build-deps test demo clean
+.PHONY: help venv build-tool sdist wheel rpm install-dropin check-packaging check-pip build-deps test demo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
+
+# The plugin's own environment, apart from the devcloud's OpenStack services.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' build twine
+	touch $@
 
 build-tool:
 	@test -n "$(VERSION)" || { echo "no __version__ in cloudmanagers_plugin/version.py" >&2; exit 1; }
@@ -73,14 +83,14 @@ check-packaging: wheel rpm
 check-pip: wheel
 	sh packaging/check-pip.sh $(DIST)
 
-build-deps:
-	sh packaging/install-build-deps.sh
+build-deps: venv
+	PYTHON=$(PYTHON) sh packaging/install-build-deps.sh
 
-test:
-	$(PYTEST)
+test: venv
+	PYTHON=$(PYTHON) tools/run-tests
 
-demo:
+demo: venv
 	$(PYTHON) tools/demo
 
 clean:
-	rm -rf $(DIST) build *.egg-info
+	rm -rf $(DIST) build *.egg-info .demo

@@ -27,6 +27,17 @@ setup(
         "PyYAML>=5.1",
     ],
     extras_require={"test": ["pytest>=7", "requests-mock>=1.9"]},
+    data_files=[
+        (
+            "share/synapse-cloudmanagers-plugin",
+            [
+                "etc/synapse/cloudmanagers.conf",
+                "etc/synapse-agent/synapse-agent.conf",
+                "etc/synapse-agent/permissions.conf",
+                "packaging/systemd/cloudmanagers-agent.service",
+            ],
+        ),
+    ],
     entry_points={"console_scripts": ["cloudmanagers = cloudmanagers_plugin.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
