@@ -1,4 +1,4 @@
-"""What the demo and the end-to-end tests share: RabbitMQ, the devcloud, an agent, `cloudmanagers call`.
+"""What the demo and the end-to-end tests share: the devcloud, an agent, `cloudmanagers call`.
 
 Everything here drives the real pieces the way an operator would (the devcloud tool, the
 `cloudmanagers` command in a subprocess), so the demo transcript and the e2e assertions see
@@ -7,9 +7,7 @@ exactly what a user sees.
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,34 +19,11 @@ ROOT = os.path.dirname(TOOLS)
 DEVCLOUD = os.path.join(TOOLS, "devcloud")
 
 
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def ensure_rabbitmq(timeout: float = 90) -> None:
-    """Reuse the machine's RabbitMQ; start it (installing it first if missing) only when needed."""
-    if port_open(5672):
-        return
-    if not shutil.which("rabbitmq-server"):
-        print("installing rabbitmq-server (apt)...", flush=True)
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "rabbitmq-server"],
-                       check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    print("starting RabbitMQ (rabbitmq-server -detached)...", flush=True)
-    subprocess.run(["rabbitmq-server", "-detached"], check=True)
-    deadline = time.monotonic() + timeout
-    while not port_open(5672):
-        if time.monotonic() > deadline:
-            raise RuntimeError("RabbitMQ did not open 127.0.0.1:5672 in time")
-        time.sleep(1)
-
-
 def devcloud(*args: str, quiet: bool = False) -> None:
-    """Run a devcloud command; its progress lines stream through unless quiet."""
+    """Run a devcloud command; its progress lines stream through unless quiet.
+
+    ``start`` also makes sure RabbitMQ and MariaDB run (reused, else started, else installed).
+    """
     result = subprocess.run([sys.executable, DEVCLOUD, *args], text=True,
                             stdout=subprocess.PIPE if quiet else None, stderr=subprocess.STDOUT if quiet else None)
     if result.returncode:

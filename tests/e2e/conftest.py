@@ -24,7 +24,6 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="session")
 def facts():
-    harness.ensure_rabbitmq()
     harness.devcloud("install", quiet=True)
     harness.devcloud("start", quiet=True)
     return harness.devcloud_facts()

@@ -23,7 +23,6 @@ SDIST_MUST_HOLD = {
     f"packaging/rpm/{NAME}.spec",
     "packaging/rpm/cloudmanagers-launcher",
     "packaging/install-dropin.sh",
-    "packaging/INSTALL.md",
     f"packaging/systemd/{UNIT}",
 }
 # The wheel's data files (setup.py data_files) and where they come from in the source tree.

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.packaging
 CONF = "/etc/synapse/cloudmanagers.conf"
 LAUNCHER = "/usr/bin/cloudmanagers"
 UNIT_PATH = "/usr/lib/systemd/system/" + UNIT
-DOCS = ("README.md", "INSTALL.md", "synapse-agent.conf", "permissions.conf")
+DOCS = ("README.md", "synapse-agent.conf", "permissions.conf")
 
 
 def rpm_query(artifacts, *args):
