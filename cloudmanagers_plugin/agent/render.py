@@ -53,7 +53,10 @@ def reply_text(reply: Dict[str, Any]) -> str:
     if "error" in reply:
         rows.append(("error", _cell(reply["error"])))
     blocks = []
+    fixed = dict(rows)
     for key in sorted(status):
+        if fixed.get(key) == _cell(status[key]):
+            continue  # the status repeats a fixed row (its cloudmanager): print it once
         if _is_object_list(status[key]):
             blocks.append(_object_list(key, status[key]))
         else:

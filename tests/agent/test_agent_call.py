@@ -32,7 +32,7 @@ def test_request_body_targets_by_filter():
 
 def test_reply_table_is_stable():
     reply = {"uuid": "u-1", "resource_id": "cm1", "status": {
-        "vm_name": "web", "vm_status": "ACTIVE", "vm_vcpus": 2, "created": True, "VMs": ["a", "b"],
+        "cloudmanager": "cm1", "vm_name": "web", "vm_status": "ACTIVE", "vm_vcpus": 2, "created": True, "VMs": ["a", "b"],
         "images": [{"id": "i1", "name": "cirros"}, {"id": "i2", "name": "debian"}]}}
     assert reply_text(reply) == (
         "agent         u-1\n"
