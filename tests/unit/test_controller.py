@@ -309,3 +309,9 @@ def test_unexpected_exception_still_replies(controller, monkeypatch):
     reply = controller.process({"collection": "cloudmanagers", "action": "read"})
     assert reply["error"] == "internal error (ZeroDivisionError); see the agent's log"
 
+
+
+def test_wait_that_runs_out_says_where_the_vm_is(call, cloud):
+    cloud.next_status["slow"] = "BUILD"  # this fake VM never leaves BUILD
+    error = call("create", name="slow", flavor="1", image=IMAGE_ID, wait=0.5)["error"]
+    assert "VM slow is still BUILD after 0.5 s; expected ACTIVE" in error
