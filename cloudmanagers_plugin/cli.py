@@ -3,9 +3,10 @@
 import argparse
 import logging
 import sys
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 from .agent import commands as agent_commands
+from .agent.render import table
 from .config import DEFAULT_PATHS, ENV_VAR, CloudManagerConfig
 from .controller import CloudmanagersController
 from .errors import CloudManagerError
@@ -31,7 +32,7 @@ def check_config(args: argparse.Namespace) -> int:
         failed += result != "OK"
         rows.append((name, section.cm_type, section.auth_url, section.project_name, result))
     print(f"{controller.config.path}: {len(sections)} cloud manager(s)")
-    print(_table(rows))
+    print(table(rows))
     if not sections:
         print("error: no cloud manager section in the file", file=sys.stderr)
         return 1
@@ -44,13 +45,6 @@ def _authenticate(controller: CloudmanagersController, section: CloudManagerConf
     except CloudManagerError as exc:
         return f"FAILED: {exc}"
     return "OK"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)) + "  " + str(row[-1]) for row in rows
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:

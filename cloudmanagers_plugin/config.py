@@ -231,7 +231,7 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
         timeout=_positive(values.get("timeout", "30"), where("timeout")),
         compute_url=compute_v21_url(compute_url) if compute_url else None,
         networks=values.get("networks") or "auto",
-        compute_api_version=values.get("compute_api_version") or "2.47",
+        compute_api_version=_microversion(values.get("compute_api_version") or "2.47", where("compute_api_version")),
     )
 
 
@@ -240,6 +240,14 @@ def _boolean(value: str, where: str) -> bool:
     if value.lower() not in states:
         raise ConfigError(f"{where} must be true or false, got '{value}'")
     return states[value.lower()]
+
+
+def _microversion(value: str, where: str) -> str:
+    """Nova 2.47 or later: servers then embed their flavor, so a VM read is one request."""
+    match = re.match(r"^2\.(\d+)$", value)
+    if not match or int(match.group(1)) < 47:
+        raise ConfigError(f"{where} must be a Nova microversion of 2.47 or later, got '{value}'")
+    return value
 
 
 def _positive(value: str, where: str) -> float:

@@ -15,7 +15,7 @@ from . import states
 from .config import CloudManagerConfig, ConfigFile
 from .drivers import driver_class
 from .drivers.base import DELETED, CloudDriver, Flavor, Server
-from .errors import BadRequest, CloudManagerError, Conflict, NotFound
+from .errors import BadRequest, CloudManagerError, Conflict
 from .host import ResourcesController
 
 LOG = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ from .base import CloudDriver, Console, Flavor, Server, is_uuid
 
 LOG = logging.getLogger(__name__)
 
-MIN_MICROVERSION = (2, 47)
 PAGE_SIZE = 1000
 FLAVOR_CACHE_SECONDS = 600.0
 CONSOLE_CACHE_SECONDS = 300.0  # below Nova's default console token TTL (600 s)
@@ -58,11 +57,6 @@ class OpenStackDriver(CloudDriver):
 
     def __init__(self, config: CloudManagerConfig):
         super().__init__(config)
-        version = tuple(int(part) for part in config.compute_api_version.split("."))
-        if version < MIN_MICROVERSION:
-            raise BadRequest(
-                f"{config.where('compute_api_version')} must be at least 2.47 (servers with embedded flavors)"
-            )
         auth = v3.Password(
             auth_url=config.auth_url,
             username=config.username,

@@ -7,7 +7,7 @@ import sys
 import pytest
 from novaclient import exceptions as nova_exc
 
-from conftest import harness, real_status, settle
+from conftest import harness, settle
 from seed_examples import assert_seed_reply, example
 
 pytestmark = pytest.mark.e2e

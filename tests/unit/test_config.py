@@ -90,6 +90,8 @@ def test_invalid_ini(tmp_path):
     ("interface = sideways", "interface", "must be one of"),
     ("keystone_base_url = 127.0.0.1:5000", "keystone_base_url", "must be an http(s) URL"),
     ("cacert = /no/such/ca.pem", "cacert", "does not exist"),
+    ("compute_api_version = 2.1", "compute_api_version", "2.47 or later"),
+    ("compute_api_version = latest", "compute_api_version", "2.47 or later"),
 ])
 def test_invalid_key_names_file_section_and_key(tmp_path, line, key, words):
     section = "\n".join(row for row in LEGACY_SECTION.splitlines() if not row.startswith(key + " "))
