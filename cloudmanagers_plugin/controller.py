@@ -28,6 +28,17 @@ _JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a n
 
 Status = Dict[str, Any]
 
+# Discovery reads: request attribute -> (reply key, driver verb). Several may be asked at once.
+DISCOVERY: Mapping[str, Tuple[str, str]] = {
+    "listimages": ("images", "list_images"),
+    "listflavors": ("flavors", "list_flavors"),
+    "listkeys": ("keys", "list_keys"),
+    "listnetworks": ("networks", "list_networks"),
+    "listsecuritygroups": ("security_groups", "list_security_groups"),
+    "listzones": ("zones", "list_zones"),
+    "limits": ("limits", "limits"),
+}
+
 
 class CloudmanagersController(ResourcesController):
     """Synapse resource controller for the ``cloudmanagers`` collection."""
@@ -102,13 +113,18 @@ class CloudmanagersController(ResourcesController):
         return {}
 
     def read(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
-        """Cloud managers; or a cloud manager's VMs, images, or one VM's details."""
+        """Cloud managers; or a cloud manager's VMs, discovery lists (``DISCOVERY``), or one VM's details."""
         attributes = attributes or {}
         if not res_id:
             return {"cloudmanagers": self.config.section_ids()}
         config, driver = self._section(res_id)
-        if _flag(attributes, "listimages", present_means_true=True):
-            return {"cloudmanagers": res_id, "url": config.url, "images": driver.list_images()}
+        lists = [(key, verb) for attr, (key, verb) in DISCOVERY.items()
+                 if _flag(attributes, attr, present_means_true=True)]
+        if lists:
+            status: Status = {"cloudmanagers": res_id, "url": config.url}
+            for key, verb in lists:
+                status[key] = getattr(driver, verb)()
+            return status
         name = _text(attributes, "name", required=False)
         if name is None:
             return {"cloudmanagers": res_id, "url": config.url, "VMs": driver.list_server_names()}
@@ -218,6 +234,14 @@ class CloudmanagersController(ResourcesController):
             "vm_flavor_name": server.flavor_name,
             "vm_vnc_port": str(console.port) if console.url else console.reason,
             "vm_console_url": console.url,
+            "vm_addresses": server.addresses,
+            "vm_image": server.image_id or None,
+            "vm_key_name": server.key_name,
+            "vm_availability_zone": server.availability_zone,
+            "vm_metadata": server.metadata,
+            "vm_tags": server.tags,
+            "vm_created": server.created,
+            "vm_updated": server.updated,
         }
         if server.fault:
             details["vm_fault"] = server.fault

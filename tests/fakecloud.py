@@ -17,6 +17,7 @@ import requests_mock
 KEYSTONE = "http://127.0.0.1:5000"
 NOVA = "http://127.0.0.1:8774/v2.1"
 GLANCE = "http://127.0.0.1:9292"
+NEUTRON = "http://127.0.0.1:9696"
 TOKEN = "gAAAAAB-secret-token-value-0123456789"
 PASSWORD = "s3cr3t-Pa55word!"
 
@@ -26,6 +27,24 @@ FLAVORS = [
     {"id": "3", "name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 40},
 ]
 IMAGE_ID = "25150b69-c221-4972-822e-9ab1a4884957"
+NETWORKS = [
+    {"id": "5e1f0a7e-0000-4000-8000-000000000001", "name": "private", "subnets": ["5e1f0a7e-0000-4000-8000-00000000000a"],
+     "shared": True, "router:external": False},
+    {"id": "5e1f0a7e-0000-4000-8000-000000000002", "name": "backend", "subnets": ["5e1f0a7e-0000-4000-8000-00000000000b"],
+     "shared": False, "router:external": False},
+]
+SUBNETS = [
+    {"id": "5e1f0a7e-0000-4000-8000-00000000000a", "name": "private-subnet", "cidr": "10.0.0.0/24", "ip_version": 4,
+     "network_id": NETWORKS[0]["id"]},
+    {"id": "5e1f0a7e-0000-4000-8000-00000000000b", "name": "backend-subnet", "cidr": "10.1.0.0/24", "ip_version": 4,
+     "network_id": NETWORKS[1]["id"]},
+]
+SECURITY_GROUPS = [
+    {"id": "6a0c0d7e-0000-4000-8000-000000000001", "name": "default", "description": "Default security group"},
+    {"id": "6a0c0d7e-0000-4000-8000-000000000002", "name": "web", "description": "HTTP and SSH"},
+]
+KEYPAIRS = [{"name": "tim-os", "type": "ssh", "fingerprint": "1e:2c:9b:56:79:4b:45:77:f9:ca:7a:98:2c:b0:d5:3c",
+             "public_key": "ssh-rsa AAAA..."}]
 
 # Nova action -> (statuses it is allowed from, status it leaves the server in)
 ACTIONS = {
@@ -54,6 +73,13 @@ class FakeCloud:
         self.auto_confirm = auto_confirm
         self.servers: Dict[str, dict] = {}
         self.images = [{"id": IMAGE_ID, "name": "cirros-fake"}]
+        self.networks = [dict(n) for n in NETWORKS]
+        self.subnets = [dict(s) for s in SUBNETS]
+        self.security_groups = [dict(g) for g in SECURITY_GROUPS]
+        self.keypairs = [dict(k) for k in KEYPAIRS]
+        self.zones = [("nova", True), ("broken", False)]
+        self.limits = {"maxTotalInstances": 20, "totalInstancesUsed": 0, "maxTotalCores": -1, "totalCoresUsed": 0,
+                       "maxTotalRAMSize": -1, "totalRAMUsed": 0}
         self.tokens_issued = 0
         self.next_status: Dict[str, str] = {}  # server name -> status a create ends in
         mocker.post(f"{KEYSTONE}/v3/auth/tokens", json=self._token, status_code=201,
@@ -65,15 +91,24 @@ class FakeCloud:
         mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), json=self._action)
         mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/remote-consoles$"), json=self._console)
         mocker.delete(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+$"), json=self._delete)
-        mocker.get(re.compile(rf"^{re.escape(NOVA)}/flavors/detail(\?.*)?$"),
-                   json={"flavors": [dict(f, links=[]) for f in FLAVORS]})
+        mocker.get(re.compile(rf"^{re.escape(NOVA)}/flavors/detail(\?.*)?$"), json=self._flavors)
+        mocker.get(re.compile(rf"^{re.escape(NOVA)}/os-keypairs(\?.*)?$"), json=self._keypairs)
+        mocker.get(f"{NOVA}/os-availability-zone", json=lambda request, context: {"availabilityZoneInfo": [
+            {"zoneName": name, "zoneState": {"available": up}, "hosts": None} for name, up in self.zones]})
+        mocker.get(f"{NOVA}/limits", json=lambda request, context: {"limits": {"absolute": dict(self.limits),
+                                                                               "rate": []}})
         mocker.get(re.compile(rf"^{re.escape(GLANCE)}/v2/images(\?.*)?$"), json=self._images)
+        for collection, key in (("networks", "networks"), ("subnets", "subnets"),
+                                ("security-groups", "security_groups")):
+            mocker.get(re.compile(rf"^{re.escape(NEUTRON)}/v2.0/{collection}(\?.*)?$"),
+                       json=lambda request, context, key=key, collection=collection: self._neutron_list(
+                           request, collection, key))
 
     # -- bookkeeping ---------------------------------------------------------------------
 
     def count(self, service: Optional[str] = None) -> int:
         """Requests seen so far, for one service ('keystone', 'nova', 'glance') or all."""
-        ports = {"keystone": 5000, "nova": 8774, "glance": 9292}
+        ports = {"keystone": 5000, "nova": 8774, "glance": 9292, "neutron": 9696}
         return sum(1 for r in self.mocker.request_history if service is None or r.port == ports[service])
 
     def requests(self) -> List[str]:
@@ -86,6 +121,11 @@ class FakeCloud:
             "flavor": {"original_name": flavor_row["name"], "vcpus": flavor_row["vcpus"], "ram": flavor_row["ram"],
                        "disk": flavor_row["disk"]},
             "previous_flavor": None,
+            "addresses": {"private": [{"addr": f"10.0.0.{10 + len(self.servers)}", "version": 4,
+                                       "OS-EXT-IPS:type": "fixed",
+                                       "OS-EXT-IPS-MAC:mac_addr": f"fa:16:3e:00:00:{len(self.servers):02x}"}]},
+            "image": {"id": IMAGE_ID, "links": []}, "key_name": None, "OS-EXT-AZ:availability_zone": "nova",
+            "metadata": {}, "tags": [], "created": "2026-11-25T10:00:00Z", "updated": "2026-11-25T10:00:05Z",
         }
         server.update(extra)
         self.servers[server["id"]] = server
@@ -115,6 +155,8 @@ class FakeCloud:
                 {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": NOVA}]},
             {"type": "image", "name": "glance", "endpoints": [
                 {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": GLANCE}]},
+            {"type": "network", "name": "neutron", "endpoints": [
+                {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": NEUTRON}]},
         ]
         return {"token": {
             "methods": ["password"], "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
@@ -206,6 +248,33 @@ class FakeCloud:
         del self.servers[server["id"]]
         context.status_code = 204
         return None
+
+    def _paged(self, request, items: List[dict], key: str, link_base: str, marker_field: str = "id") -> dict:
+        """One page of ``items`` after ``marker`` (Nova and Neutron page the same way), with a next link."""
+        query = parse_qs(urlparse(request.url).query)
+        limit = min(int(query.get("limit", [self.page_size])[0]), self.page_size)
+        marker = query.get("marker", [None])[0]
+        start = next((i + 1 for i, item in enumerate(items) if item[marker_field] == marker), 0)
+        page = items[start:start + limit]
+        body = {key: page}
+        if len(page) == limit:
+            body[f"{key}_links"] = [{"rel": "next", "href": f"{link_base}?limit={limit}&marker={page[-1][marker_field]}"}]
+        return body
+
+    def _flavors(self, request, context):
+        return self._paged(request, [dict(f, links=[], **{"os-flavor-access:is_public": f["id"] != "3"})
+                                     for f in FLAVORS], "flavors", f"{NOVA}/flavors/detail")
+
+    def _keypairs(self, request, context):
+        body = self._paged(request, self.keypairs, "keypairs", f"{NOVA}/os-keypairs", marker_field="name")
+        body["keypairs"] = [{"keypair": k} for k in body["keypairs"]]
+        return body
+
+    # -- neutron -------------------------------------------------------------------------
+
+    def _neutron_list(self, request, collection: str, key: str) -> dict:
+        items = {"networks": self.networks, "subnets": self.subnets, "security-groups": self.security_groups}
+        return self._paged(request, items[collection], key, f"{NEUTRON}/v2.0/{collection}")
 
     # -- glance --------------------------------------------------------------------------
 

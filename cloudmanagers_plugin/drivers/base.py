@@ -8,8 +8,8 @@ errors (``cloudmanagers_plugin.errors``).
 import time
 import uuid
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Callable, Collection, Dict, List, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, Dict, List, Optional
 
 from ..config import CloudManagerConfig
 from ..errors import Conflict, NotFound, ServerFault, WaitTimeout
@@ -28,6 +28,14 @@ class Server:
     flavor_name: Optional[str] = None
     vcpus: Optional[int] = None
     fault: Optional[str] = None
+    addresses: Dict[str, List[Dict[str, Any]]] = field(default_factory=dict)
+    image_id: Optional[str] = None
+    key_name: Optional[str] = None
+    availability_zone: Optional[str] = None
+    metadata: Dict[str, str] = field(default_factory=dict)
+    tags: List[str] = field(default_factory=list)
+    created: Optional[str] = None
+    updated: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,30 @@ class CloudDriver(ABC):
     @abstractmethod
     def list_images(self) -> List[Dict]:
         """Every image visible to the project: ``{id, name, links}`` dicts."""
+
+    @abstractmethod
+    def list_flavors(self) -> List[Dict]:
+        """Every flavor the project may use: ``{id, name, vcpus, ram, disk, public}``, all pages."""
+
+    @abstractmethod
+    def list_keys(self) -> List[Dict]:
+        """The user's key pairs: ``{name, type, fingerprint}``, all pages."""
+
+    @abstractmethod
+    def list_networks(self) -> List[Dict]:
+        """Networks visible to the project: ``{id, name, subnets [{id, name, cidr, ip_version}], shared, external}``."""
+
+    @abstractmethod
+    def list_security_groups(self) -> List[Dict]:
+        """Security groups visible to the project: ``{id, name, description}``."""
+
+    @abstractmethod
+    def list_zones(self) -> List[str]:
+        """Names of the available availability zones."""
+
+    @abstractmethod
+    def limits(self) -> Dict[str, Dict[str, Optional[int]]]:
+        """Instances, cores and RAM of the project: ``{used, max}`` each (-1: unlimited)."""
 
     @abstractmethod
     def create_server(

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from keystoneauth1 import adapter as ks_adapter
@@ -28,6 +28,7 @@ from novaclient import exceptions as nova_exc
 
 from ..config import CloudManagerConfig
 from ..errors import AuthError, BackendError, BadRequest, CloudManagerError, Conflict, NotFound
+from . import views
 from .base import CloudDriver, Console, Flavor, Server, is_uuid
 
 LOG = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class OpenStackDriver(CloudDriver):
             region_name=config.region_name,
         )
         self._image = ks_adapter.Adapter(self._session, service_type="image", **endpoint)
+        self._network = ks_adapter.Adapter(self._session, service_type="network", **endpoint)
         self._lock = threading.Lock()
         self._flavors: Dict[str, Flavor] = {}
         self._flavors_loaded = 0.0
@@ -142,27 +144,81 @@ class OpenStackDriver(CloudDriver):
 
     def list_server_names(self) -> List[str]:
         """All pages of ``GET /servers`` (names only): one request per page."""
-        names: List[str] = []
-        query = {"limit": PAGE_SIZE}
-        with self._translate("list VMs"):
-            while True:
-                _, body = self._nova.client.get("/servers?" + urlencode(query))
-                names.extend(server["name"] for server in body.get("servers", []))
-                marker = _next_marker(body.get("servers_links"))
-                if not marker:
-                    return names
-                query["marker"] = marker
+        return [server["name"] for server in self._nova_pages("list VMs", "/servers", "servers")]
 
     def get_server(self, server_id: str) -> Server:
         with self._translate(f"read VM {server_id}"):
             _, body = self._nova.client.get(f"/servers/{server_id}")
-        return _server(body["server"])
+        return views.server(body["server"])
 
     def servers_named(self, name: str) -> List[Server]:
         query = urlencode({"name": f"^{re.escape(name)}$"})  # Nova's name filter is a regex
         with self._translate(f"look up VM '{name}'"):
             _, body = self._nova.client.get(f"/servers/detail?{query}")
-        return [_server(s) for s in body.get("servers", []) if s.get("name") == name]
+        return [views.server(s) for s in body.get("servers", []) if s.get("name") == name]
+
+    # -- paging -------------------------------------------------------------------------
+
+    def _nova_pages(self, doing: str, path: str, key: str, **query: Any) -> Iterator[Dict]:
+        """Every item of a paged Nova list: one request per page, following the ``<key>_links`` marker."""
+        query["limit"] = PAGE_SIZE
+        while True:
+            with self._translate(doing):
+                _, body = self._nova.client.get(f"{path}?{urlencode(query)}")
+            yield from body.get(key) or []
+            marker = _next_marker(body.get(f"{key}_links"))
+            if not marker:
+                return
+            query["marker"] = marker
+
+    def _neutron_pages(self, doing: str, collection: str, key: str, **query: Any) -> Iterator[Dict]:
+        """Every item of a Neutron list: one request per page, following the ``<key>_links`` next link."""
+        url: Optional[str] = f"/v2.0/{collection}?{urlencode({**query, 'limit': PAGE_SIZE})}"
+        while url:
+            with self._translate(doing):
+                body = self._network.get(url).json()
+            items = body.get(key) or []
+            yield from items
+            url = _next_href(body.get(f"{key}_links")) if items else None
+
+    # -- discovery ----------------------------------------------------------------------
+
+    def list_flavors(self) -> List[Dict]:
+        return [views.flavor(body) for body in self._flavor_bodies()]
+
+    def _flavor_bodies(self) -> List[Dict]:
+        """All flavors (public and those shared with the project); refreshes the flavor cache."""
+        bodies = list(self._nova_pages("list flavors", "/flavors/detail", "flavors", is_public="None"))
+        self._flavors = {
+            b["id"]: Flavor(id=b["id"], name=b["name"], vcpus=b["vcpus"], ram=b["ram"], disk=b["disk"]) for b in bodies
+        }
+        self._flavors_loaded = time.monotonic()
+        return bodies
+
+    def list_keys(self) -> List[Dict]:
+        return [views.keypair(body) for body in self._nova_pages("list key pairs", "/os-keypairs", "keypairs")]
+
+    def list_networks(self) -> List[Dict]:
+        subnets = {s["id"]: s for s in self._neutron_pages("list subnets", "subnets", "subnets")}
+        return [views.network(body, subnets) for body in self._neutron_pages("list networks", "networks", "networks")]
+
+    def list_security_groups(self) -> List[Dict]:
+        """The project's own groups (what Nova accepts by name), not every group an admin could see."""
+        with self._translate("authenticate"):
+            project_id = self._session.get_project_id()
+        pages = self._neutron_pages("list security groups", "security-groups", "security_groups",
+                                    project_id=project_id)
+        return [views.security_group(body) for body in pages]
+
+    def list_zones(self) -> List[str]:
+        with self._translate("list availability zones"):
+            _, body = self._nova.client.get("/os-availability-zone")
+        return views.zones(body)
+
+    def limits(self) -> Dict[str, Dict[str, Optional[int]]]:
+        with self._translate("read the project's limits"):
+            _, body = self._nova.client.get("/limits")
+        return views.limits(body)
 
     def create_server(
         self, name: str, flavor: Flavor, image_id: str, key_name: Optional[str], user_data: Optional[bytes]
@@ -221,15 +277,10 @@ class OpenStackDriver(CloudDriver):
         return flavors.get(name_or_id) or next((f for f in flavors.values() if f.name == name_or_id), None)
 
     def _flavor_cache(self, refresh: bool) -> Dict[str, Flavor]:
-        with self._lock:
+        with self._lock:  # one listing at a time: concurrent first messages share it
             expired = time.monotonic() - self._flavors_loaded > FLAVOR_CACHE_SECONDS
             if refresh or expired or not self._flavors:
-                with self._translate("list flavors"):
-                    listed = self._nova.flavors.list(is_public=None)
-                self._flavors = {
-                    f.id: Flavor(id=f.id, name=f.name, vcpus=f.vcpus, ram=f.ram, disk=f.disk) for f in listed
-                }
-                self._flavors_loaded = time.monotonic()
+                self._flavor_bodies()
             return self._flavors
 
     # -- images (Glance, from the catalog) ----------------------------------------------
@@ -241,7 +292,7 @@ class OpenStackDriver(CloudDriver):
             base = self._image.get_endpoint().rstrip("/")
             while path:
                 body = self._image.get(path).json()
-                images.extend(_image(base, image) for image in body.get("images", []))
+                images.extend(views.image(base, image) for image in body.get("images", []))
                 path = body.get("next")
         return images
 
@@ -280,37 +331,15 @@ class OpenStackDriver(CloudDriver):
         return found
 
 
-def _server(body: Dict) -> Server:
-    flavor = body.get("flavor") or {}
-    fault = body.get("fault") or {}
-    return Server(
-        id=body["id"],
-        name=body.get("name", ""),
-        status=body.get("status", "UNKNOWN"),
-        task_state=body.get("OS-EXT-STS:task_state"),
-        flavor_name=flavor.get("original_name"),
-        vcpus=flavor.get("vcpus"),
-        fault=fault.get("message"),
-    )
-
-
-def _image(base: str, image: Dict) -> Dict:
-    href = f"{base}/v2/images/{image['id']}"
-    return {
-        "id": image["id"],
-        "name": image.get("name"),
-        "links": [
-            {"href": href, "rel": "self"},
-            {"href": href, "rel": "alternate", "type": "application/vnd.openstack.image"},
-        ],
-    }
-
-
 def _next_marker(links: Optional[List[Dict]]) -> Optional[str]:
     for link in links or []:
         if link.get("rel") == "next":
             return parse_qs(urlparse(link["href"]).query).get("marker", [None])[0]
     return None
+
+
+def _next_href(links: Optional[List[Dict]]) -> Optional[str]:
+    return next((link["href"] for link in links or [] if link.get("rel") == "next"), None)
 
 
 def _message(exc: Exception) -> str:

@@ -116,6 +116,8 @@ def facts(st, cloud_result):
         "flavors": {f["name"]: dict(f) for f in S.FLAVORS},
         "image": {"name": S.IMAGE_NAME, "id": cloud_result.get("image_id")},
         "network": {"name": "private", "cidr": "10.0.0.0/24"},
+        "networks": {"private": "10.0.0.0/24", "backend": "10.1.0.0/24"},
+        "security_groups": ["default", "web"],
         "compute_host": st.name,
         "rabbitmq": {"url": st.transport_url, "vhost": st.vhost},
         "databases": st.databases,

@@ -4,9 +4,13 @@ Why: real Neutron needs an L2 agent (OVS/OVN) to bind ports; without one
 ports end up ``binding_failed`` and Nova refuses to spawn. This project never
 manages networks, but Nova calls Neutron on boot, delete, stop/start, reboot
 and resize, so something has to answer those calls. This answers exactly the
-calls Nova makes: one shared network ``private`` (10.0.0.0/24), ports with IP
-allocation, a ``default`` security group per project, and empty or unlimited
-answers for floating IPs, quotas and the rest.
+calls Nova and the plugin make: a shared network ``private`` (10.0.0.0/24) and a
+second one ``backend`` (10.1.0.0/24), each with its subnet; ports with fixed IPs
+from their network's subnet (so servers get addresses); a ``default`` and a
+``web`` security group per project; lists paged with ``limit``/``marker`` and
+``<collection>_links``; errors as ``{"NeutronError": {type, message, detail}}``
+(field names as in the Neutron API reference); empty or unlimited answers for
+floating IPs, quotas and the rest.
 
 It advertises no extensions, so Nova takes its legacy port-binding path on
 resize. State lives in memory: run it as exactly one worker. Set
@@ -21,22 +25,33 @@ import threading
 import uuid
 from urllib.parse import parse_qs
 
-OWNER = "devcloud"  # tenant of the shared network
+OWNER = "devcloud"  # tenant of the seeded networks
 NET_ID = "5e1f0a7e-0000-4000-8000-000000000001"
 SUBNET_ID = "5e1f0a7e-0000-4000-8000-000000000002"
-CIDR = ipaddress.ip_network("10.0.0.0/24")
-FIRST_HOST = 10  # 10.0.0.10 is the first address handed out
+BACKEND_NET_ID = "5e1f0a7e-0000-4000-8000-000000000003"
+BACKEND_SUBNET_ID = "5e1f0a7e-0000-4000-8000-000000000004"
+FIRST_HOST = 10  # x.y.z.10 is the first address handed out on each subnet
+# The seeded networks: (network id, name, shared, subnet id, subnet name, CIDR). ``private`` is
+# shared, so Nova's ``networks: auto`` (own non-shared networks + shared ones) finds exactly one
+# network; ``backend`` belongs to the devcloud's own tenant and is not shared, so only a boot that
+# names it uses it. The stand-in does not filter what a user may see: a plain list shows both.
+SEEDED = (
+    (NET_ID, "private", True, SUBNET_ID, "private-subnet", "10.0.0.0/24"),
+    (BACKEND_NET_ID, "backend", False, BACKEND_SUBNET_ID, "backend-subnet", "10.1.0.0/24"),
+)
+# Security groups every project gets on first sight, besides ``default``: (name, description).
+SEEDED_GROUPS = (("web", "devcloud: HTTP and SSH"),)
 
 _lock = threading.Lock()
 _ports = {}
 _security_groups = {}
-_used_ips = set()
+_used_ips = set()  # (subnet id, address)
 
 
-def _network():
+def _network(net_id, name, shared, subnet_id):
     return {
-        "id": NET_ID, "name": "private", "tenant_id": OWNER, "project_id": OWNER,
-        "status": "ACTIVE", "admin_state_up": True, "shared": True, "subnets": [SUBNET_ID],
+        "id": net_id, "name": name, "tenant_id": OWNER, "project_id": OWNER,
+        "status": "ACTIVE", "admin_state_up": True, "shared": shared, "subnets": [subnet_id],
         "router:external": False, "port_security_enabled": True, "mtu": 1450,
         "provider:network_type": "vxlan", "provider:physical_network": None,
         "provider:segmentation_id": 1, "availability_zones": ["nova"], "tags": [],
@@ -44,47 +59,60 @@ def _network():
     }
 
 
-def _subnet():
+def _subnet(net_id, subnet_id, name, cidr):
+    net = ipaddress.ip_network(cidr)
+    hosts = list(net.hosts())
     return {
-        "id": SUBNET_ID, "name": "private-subnet", "network_id": NET_ID, "tenant_id": OWNER,
-        "project_id": OWNER, "ip_version": 4, "cidr": str(CIDR), "gateway_ip": "10.0.0.1",
+        "id": subnet_id, "name": name, "network_id": net_id, "tenant_id": OWNER,
+        "project_id": OWNER, "ip_version": 4, "cidr": cidr, "gateway_ip": str(hosts[0]),
         "enable_dhcp": True, "dns_nameservers": [], "host_routes": [],
-        "allocation_pools": [{"start": "10.0.0.%d" % FIRST_HOST, "end": "10.0.0.254"}],
+        "allocation_pools": [{"start": str(hosts[FIRST_HOST - 1]), "end": str(hosts[-1])}],
         "ipv6_ra_mode": None, "ipv6_address_mode": None, "subnetpool_id": None, "tags": [],
         "description": "",
     }
 
 
+def _no_networks():
+    return os.environ.get("FAKE_NEUTRON_NO_NETWORKS") == "1"
+
+
 def _networks():
-    return [] if os.environ.get("FAKE_NEUTRON_NO_NETWORKS") == "1" else [_network()]
+    return [] if _no_networks() else [_network(n, name, shared, s) for n, name, shared, s, _, _ in SEEDED]
 
 
 def _subnets():
-    return [] if os.environ.get("FAKE_NEUTRON_NO_NETWORKS") == "1" else [_subnet()]
+    return [] if _no_networks() else [_subnet(n, s, name, cidr) for n, _, _, s, name, cidr in SEEDED]
 
 
-def _default_sg(project):
-    """The 'default' security group of a project, created on first sight."""
-    for sg in _security_groups.values():
-        if sg["tenant_id"] == project and sg["name"] == "default":
-            return sg
-    sg = {"id": str(uuid.uuid4()), "name": "default", "tenant_id": project,
-          "project_id": project, "description": "Default security group", "shared": False,
+def _security_group(project, name, description):
+    sg = {"id": str(uuid.uuid4()), "name": name, "tenant_id": project,
+          "project_id": project, "description": description, "shared": False,
           "stateful": True, "security_group_rules": [], "tags": []}
     _security_groups[sg["id"]] = sg
     return sg
 
 
-def _allocate_ip(wanted=None):
+def _default_sg(project):
+    """The 'default' security group of a project; on first sight the seeded groups are created too."""
+    for sg in _security_groups.values():
+        if sg["tenant_id"] == project and sg["name"] == "default":
+            return sg
+    for name, description in SEEDED_GROUPS:
+        _security_group(project, name, description)
+    return _security_group(project, "default", "Default security group")
+
+
+def _allocate_ip(subnet, wanted=None):
     if wanted:
-        _used_ips.add(wanted)
+        _used_ips.add((subnet["id"], wanted))
         return wanted
-    for n, host in enumerate(CIDR.hosts()):
+    for n, host in enumerate(ipaddress.ip_network(subnet["cidr"]).hosts()):
         addr = str(host)
-        if n + 1 >= FIRST_HOST and addr not in _used_ips:
-            _used_ips.add(addr)
+        if n + 1 >= FIRST_HOST and (subnet["id"], addr) not in _used_ips:
+            _used_ips.add((subnet["id"], addr))
             return addr
-    raise _Error(409, "IpAddressGenerationFailure", "No more IP addresses available")
+    raise _Error(409, "IpAddressGenerationFailure",
+                 "No more IP addresses available on network %s." % subnet["network_id"])
 
 
 def _mac():
@@ -93,17 +121,19 @@ def _mac():
 
 
 def _create_port(body):
-    if body.get("network_id") != NET_ID or not _networks():
+    subnets = [s for s in _subnets() if s["network_id"] == body.get("network_id")]
+    if not subnets:
         raise _Error(404, "NetworkNotFound", "Network %s could not be found." % body.get("network_id"))
     project = body.get("tenant_id") or body.get("project_id") or ""
     fixed = []
     for req in body.get("fixed_ips") or [{}]:
-        fixed.append({"subnet_id": SUBNET_ID, "ip_address": _allocate_ip(req.get("ip_address"))})
+        subnet = next((s for s in subnets if s["id"] == req.get("subnet_id")), subnets[0])
+        fixed.append({"subnet_id": subnet["id"], "ip_address": _allocate_ip(subnet, req.get("ip_address"))})
     sgs = body.get("security_groups")
     if sgs is None:
         sgs = [_default_sg(project)["id"]] if project else []
     port = {
-        "id": str(uuid.uuid4()), "name": body.get("name", ""), "network_id": NET_ID,
+        "id": str(uuid.uuid4()), "name": body.get("name", ""), "network_id": body["network_id"],
         "tenant_id": project, "project_id": project, "mac_address": body.get("mac_address") or _mac(),
         "fixed_ips": fixed, "device_id": body.get("device_id", ""),
         "device_owner": body.get("device_owner", ""), "status": "ACTIVE",
@@ -137,7 +167,7 @@ def _delete_port(port_id):
     if port is None:
         raise _Error(404, "PortNotFound", "Port %s could not be found." % port_id)
     for ip in port["fixed_ips"]:
-        _used_ips.discard(ip["ip_address"])
+        _used_ips.discard((ip["subnet_id"], ip["ip_address"]))
 
 
 class _Error(Exception):
@@ -176,6 +206,26 @@ def _filter(items, query):
     return [i for i in items if _matches(i, query)]
 
 
+def _listing(items, query, key, base, collection):
+    """A filtered list, paged as Neutron pages: ``limit`` and ``marker`` (an id), and a
+    ``<key>_links`` next link while a page is full."""
+    items = _filter(items, query)
+    try:
+        limit = int(query.get("limit", ["0"])[0])
+    except ValueError:
+        raise _Error(400, "BadRequest", "Bad limit request: limit must be an integer.")
+    if limit <= 0:
+        return {key: items}
+    marker = query.get("marker", [None])[0]
+    start = next((n + 1 for n, item in enumerate(items) if item["id"] == marker), 0)
+    page = items[start:start + limit]
+    body = {key: page}
+    if len(page) == limit:
+        body[key + "_links"] = [{"rel": "next", "href": "%s/v2.0/%s?limit=%d&marker=%s" % (
+            base, collection, limit, page[-1]["id"])}]
+    return body
+
+
 def _versions(base):
     return {"versions": [{"id": "v2.0", "status": "CURRENT",
                           "links": [{"href": base + "/v2.0/", "rel": "self"}]}]}
@@ -210,14 +260,14 @@ def _route(method, parts, query, body, base):
         return (200, {"extensions": []}) if not rest else (404, None)
     if res == "networks":
         if not rest:
-            return 200, {"networks": _filter(_networks(), query)}
+            return 200, _listing(_networks(), query, "networks", base, "networks")
         nets = [n for n in _networks() if n["id"] == rest[0]]
         if not nets:
             raise _Error(404, "NetworkNotFound", "Network %s could not be found." % rest[0])
         return 200, {"network": nets[0]}
     if res == "subnets":
         if not rest:
-            return 200, {"subnets": _filter(_subnets(), query)}
+            return 200, _listing(_subnets(), query, "subnets", base, "subnets")
         subs = [s for s in _subnets() if s["id"] == rest[0]]
         if not subs:
             raise _Error(404, "SubnetNotFound", "Subnet %s could not be found." % rest[0])
@@ -253,7 +303,8 @@ def _route(method, parts, query, body, base):
                            "project_id": sg["tenant_id"], "stateful": True, "tags": []})
                 _security_groups[sg["id"]] = sg
                 return 201, {"security_group": sg}
-            return 200, {"security_groups": _filter(list(_security_groups.values()), query)}
+            return 200, _listing(list(_security_groups.values()), query, "security_groups", base,
+                                 "security-groups")
         sg = _security_groups.get(rest[0])
         if sg is None:
             raise _Error(404, "SecurityGroupNotFound",
@@ -311,7 +362,7 @@ def application(environ, start_response):
     if payload is None and status != 204:
         status, payload = 404, {"NeutronError": {"type": "HTTPNotFound",
                                                  "message": "not found", "detail": ""}}
-    reasons = {200: "OK", 201: "Created", 204: "No Content", 404: "Not Found",
+    reasons = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found",
                405: "Method Not Allowed", 409: "Conflict"}
     data = b"" if status == 204 else json.dumps(payload).encode()
     headers = [("Content-Length", str(len(data)))]

@@ -1,0 +1,111 @@
+"""Issue 12 through RabbitMQ, the agent and the devcloud: discovery reads, VM details, create options,
+day-2 actions. Every reply is checked against the cloud itself (novaclient, Neutron, Glance)."""
+
+import pytest
+from keystoneauth1 import session as ks_session
+from keystoneauth1.identity import v3
+
+from cloudmanagers_plugin.agent.client import RpcClient, build_request
+from cloudmanagers_plugin.agent.settings import load_settings
+from conftest import settle
+
+pytestmark = pytest.mark.e2e
+
+
+def ok(reply):
+    assert "error" not in reply, reply["error"]
+    return reply["status"]
+
+
+@pytest.fixture(scope="module")
+def rpc(agent):
+    """Send a request with structured attributes (lists, objects) straight to the agent's queue."""
+    client = RpcClient(load_settings(agent.agent_config).broker)
+
+    def send(action, cm_id, timeout=120, **attributes):
+        correlation_id, _ = client.send(build_request(action, cm_id, attributes, agent.uuid), "", agent.uuid)
+        for reply, _arrived in client.replies(correlation_id, timeout + float(attributes.get("wait", 0))):
+            return reply
+        raise AssertionError(f"no reply to {action} {attributes}")
+
+    yield send
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def demo_session(facts):
+    return ks_session.Session(auth=v3.Password(auth_url=facts["auth_url"], **facts["credentials"]["demo"]))
+
+
+def _neutron(demo_session, facts, path):
+    return demo_session.get(facts["endpoints"]["network"].rstrip("/") + "/v2.0/" + path).json()
+
+
+# -- discovery reads -----------------------------------------------------------------------------
+
+
+def test_listflavors(agent, sections, nova):
+    status = ok(agent.call("read", sections["v3"], listflavors="1"))
+    assert set(status) == {"cloudmanagers", "url", "flavors"}
+    expected = {f.id: (f.name, f.vcpus, f.ram, f.disk, f.is_public) for f in nova.flavors.list(is_public=None)}
+    assert {f["id"]: (f["name"], f["vcpus"], f["ram"], f["disk"], f["public"]) for f in status["flavors"]} == expected
+
+
+def test_listkeys(agent, sections, nova):
+    if not any(k.name == "e2e-key" for k in nova.keypairs.list()):
+        nova.keypairs.create("e2e-key")
+    keys = ok(agent.call("read", sections["v3"], listkeys="1"))["keys"]
+    expected = {k.name: (k.type, k.fingerprint) for k in nova.keypairs.list()}
+    assert {k["name"]: (k["type"], k["fingerprint"]) for k in keys} == expected and "e2e-key" in expected
+
+
+def test_listnetworks(agent, sections, facts, demo_session):
+    networks = ok(agent.call("read", sections["v3"], listnetworks="1"))["networks"]
+    assert {n["name"]: n["subnets"][0]["cidr"] for n in networks} == facts["networks"]
+    real = {n["id"]: n for n in _neutron(demo_session, facts, "networks")["networks"]}
+    for network in networks:
+        assert (network["shared"], network["external"]) == (real[network["id"]]["shared"],
+                                                           real[network["id"]]["router:external"])
+
+
+def test_listsecuritygroups(agent, sections, facts, demo_session):
+    groups = ok(agent.call("read", sections["v3"], listsecuritygroups="1"))["security_groups"]
+    project = demo_session.get_project_id()
+    real = _neutron(demo_session, facts, f"security-groups?project_id={project}")["security_groups"]
+    assert sorted((g["id"], g["name"]) for g in groups) == sorted((g["id"], g["name"]) for g in real)
+    assert {g["name"] for g in groups} == set(facts["security_groups"])
+
+
+def test_listzones_and_limits(agent, sections, nova):
+    status = ok(agent.call("read", sections["legacy"], listzones="1", limits="1"))
+    assert status["zones"] == sorted(z.zoneName for z in nova.availability_zones.list(detailed=False)
+                                     if z.zoneState["available"])
+    absolute = {limit.name: limit.value for limit in nova.limits.get().absolute}
+    assert status["limits"]["instances"] == {"used": absolute["totalInstancesUsed"],
+                                             "max": absolute["maxTotalInstances"]}
+    assert status["limits"]["cores"]["max"] == absolute["maxTotalCores"]
+    assert status["limits"]["ram"]["max"] == absolute["maxTotalRAMSize"]
+
+
+# -- VM details ---------------------------------------------------------------------------------
+
+
+def test_details_carry_addresses_and_the_rest(agent, sections, facts, nova, vm_name):
+    created = ok(agent.call("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake",
+                            wait=90))
+    try:
+        details = ok(agent.call("read", sections["v3"], name=vm_name))
+        server = nova.servers.get(created["vm_id"])
+        assert details["vm_addresses"] == {
+            network: [{"address": a["addr"], "version": a["version"], "type": a["OS-EXT-IPS:type"],
+                       "mac": a["OS-EXT-IPS-MAC:mac_addr"]} for a in entries]
+            for network, entries in server.addresses.items()}
+        assert list(details["vm_addresses"]) == ["private"]
+        assert details["vm_addresses"]["private"][0]["address"].startswith("10.0.0.")
+        assert details["vm_image"] == facts["image_id"]
+        assert details["vm_availability_zone"] == getattr(server, "OS-EXT-AZ:availability_zone") == "nova"
+        assert (details["vm_metadata"], details["vm_tags"], details["vm_key_name"]) == ({}, [], None)
+        assert details["vm_created"] == server.created and details["vm_updated"]
+    finally:
+        agent.call("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
+    assert settle(nova, created["vm_id"], "DELETED")[0] == "DELETED"
