@@ -62,7 +62,7 @@ class CloudManagerConfig:
     timeout: float = 30.0
     compute_url: Optional[str] = None
     networks: str = "auto"
-    compute_api_version: str = "2.47"
+    compute_api_version: str = "2.52"
 
     def where(self, key: str) -> str:
         """'<file>: section [<name>]: key '<key>'', the prefix of every error about a key."""
@@ -231,7 +231,7 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
         timeout=_positive(values.get("timeout", "30"), where("timeout")),
         compute_url=compute_v21_url(compute_url) if compute_url else None,
         networks=values.get("networks") or "auto",
-        compute_api_version=_microversion(values.get("compute_api_version") or "2.47", where("compute_api_version")),
+        compute_api_version=_microversion(values.get("compute_api_version") or "2.52", where("compute_api_version")),
     )
 
 

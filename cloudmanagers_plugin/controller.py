@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from . import states
 from .config import CloudManagerConfig, ConfigFile
 from .drivers import driver_class
-from .drivers.base import DELETED, CloudDriver, Flavor, Server
+from .drivers.base import DELETED, CloudDriver, CreateOptions, Flavor, Server
 from .errors import BadRequest, CloudManagerError, Conflict
 from .host import ResourcesController
 
@@ -139,6 +139,7 @@ class CloudmanagersController(ResourcesController):
         image_ref = _text(attributes, "image")
         key_name = _text(attributes, "key", required=False)
         user_data = _user_data(attributes)
+        options = _create_options(attributes)
         wait = _wait(attributes)
         flavor = driver.find_flavor(flavor_ref)
         image_id = driver.find_image(image_ref)
@@ -147,7 +148,7 @@ class CloudmanagersController(ResourcesController):
             raise Conflict(
                 f"a VM named '{name}' already exists on '{res_id}' (id {existing[0].id}); no VM was created"
             )
-        server = driver.create_server(name, flavor, image_id, key_name, user_data)
+        server = driver.create_server(name, flavor, image_id, key_name, user_data, options)
         if wait:
             server = driver.wait_for_status(server.id, {"ACTIVE"}, wait)
         return {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
@@ -344,6 +345,50 @@ def _wait(attributes: Dict[str, Any]) -> Optional[float]:
     if not 0 <= seconds <= MAX_WAIT:
         raise BadRequest(f"attribute 'wait' must be between 0 and {MAX_WAIT:g} seconds")
     return seconds or None
+
+
+def _names(attributes: Dict[str, Any], key: str) -> Optional[Tuple[str, ...]]:
+    """A list of names or ids: a JSON array of strings, or one string (comma-separated)."""
+    value = attributes.get(key)
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise BadRequest(f"attribute '{key}' must be a list of names or ids (strings), got {_json_type(value)}")
+    names = tuple(item.strip() for item in items if item.strip())
+    if not names:
+        raise BadRequest(f"attribute '{key}' must name at least one")
+    return names
+
+
+def _metadata(attributes: Dict[str, Any], key: str = "metadata") -> Dict[str, str]:
+    """An object of strings (Nova keeps metadata as text)."""
+    value = attributes.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(f"attribute '{key}' must be an object of strings, got {_json_type(value)}")
+    wrong = sorted(k for k, v in value.items() if not isinstance(v, str))
+    if wrong:
+        raise BadRequest(f"attribute '{key}' must be an object of strings; not a string: {', '.join(wrong)}"[:300])
+    return dict(value)
+
+
+def _create_options(attributes: Dict[str, Any]) -> CreateOptions:
+    """The optional create attributes, type-checked; names are resolved by the driver."""
+    networks = _names(attributes, "networks")
+    if networks and len(networks) > 1 and {n.lower() for n in networks} & {"auto", "none"}:
+        raise BadRequest("attribute 'networks': 'auto' and 'none' stand alone, not in a list of networks")
+    return CreateOptions(
+        networks=networks,
+        security_groups=_names(attributes, "security_groups") or (),
+        availability_zone=_text(attributes, "availability_zone", required=False),
+        metadata=_metadata(attributes),
+        tags=_names(attributes, "tags") or (),
+        config_drive=_flag(attributes, "config_drive"),
+        description=_text(attributes, "description", required=False),
+        server_group=_text(attributes, "server_group", required=False),
+    )
 
 
 def _user_data(attributes: Dict[str, Any]) -> Optional[bytes]:

@@ -61,6 +61,11 @@ ACTIONS = {
 }
 
 
+def _microversion(request) -> tuple:
+    major, minor = request.headers.get("X-OpenStack-Nova-API-Version", "2.1").split(".")
+    return int(major), int(minor)
+
+
 class FakeCloud:
     """Install with ``FakeCloud(mocker)``; state lives in ``servers``; counts via ``count()``."""
 
@@ -82,6 +87,9 @@ class FakeCloud:
                        "maxTotalRAMSize": -1, "totalRAMUsed": 0}
         self.tokens_issued = 0
         self.next_status: Dict[str, str] = {}  # server name -> status a create ends in
+        self.created_bodies: List[dict] = []  # every POST /servers body, as sent
+        self.server_groups = [{"id": "7b0c0d7e-0000-4000-8000-000000000001", "name": "spread",
+                               "policies": ["anti-affinity"]}]
         mocker.post(f"{KEYSTONE}/v3/auth/tokens", json=self._token, status_code=201,
                     headers={"X-Subject-Token": TOKEN})
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers(\?.*)?$"), json=self._list)
@@ -93,6 +101,8 @@ class FakeCloud:
         mocker.delete(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+$"), json=self._delete)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/flavors/detail(\?.*)?$"), json=self._flavors)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/os-keypairs(\?.*)?$"), json=self._keypairs)
+        mocker.get(re.compile(rf"^{re.escape(NOVA)}/os-server-groups(\?.*)?$"),
+                   json=lambda request, context: {"server_groups": self.server_groups})
         mocker.get(f"{NOVA}/os-availability-zone", json=lambda request, context: {"availabilityZoneInfo": [
             {"zoneName": name, "zoneState": {"available": up}, "hosts": None} for name, up in self.zones]})
         mocker.get(f"{NOVA}/limits", json=lambda request, context: {"limits": {"absolute": dict(self.limits),
@@ -198,15 +208,22 @@ class FakeCloud:
         return {"server": server}
 
     def _create(self, request, context):
-        body = json.loads(request.body)["server"]
+        whole = json.loads(request.body)
+        body = whole["server"]
+        self.created_bodies.append(whole)
         if body["flavorRef"] not in {f["id"] for f in FLAVORS}:
             return self._error(context, 400, f"Flavor {body['flavorRef']} could not be found.")
         if body.get("imageRef") not in {i["id"] for i in self.images}:
             return self._error(context, 400, f"Image {body.get('imageRef')} could not be found.")
+        if "tags" in body and _microversion(request) < (2, 52):
+            return self._error(context, 400, "Invalid input for field/attribute server. "
+                                             "Additional properties are not allowed ('tags' was unexpected)")
         status = self.next_status.pop(body["name"], "ACTIVE")
         server = self.add_server(body["name"], status=status, flavor=body["flavorRef"],
                                  user_data=body.get("user_data"), key_name=body.get("key_name"),
-                                 networks=body.get("networks"))
+                                 networks=body.get("networks"), metadata=body.get("metadata") or {},
+                                 tags=body.get("tags") or [],
+                                 **{"OS-EXT-AZ:availability_zone": body.get("availability_zone") or "nova"})
         if status == "ERROR":
             server["fault"] = {"code": 500, "message": "No valid host was found. There are not enough hosts available."}
         context.status_code = 202

@@ -9,7 +9,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Dict, List, Optional
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple
 
 from ..config import CloudManagerConfig
 from ..errors import Conflict, NotFound, ServerFault, WaitTimeout
@@ -45,6 +45,24 @@ class Flavor:
     vcpus: int
     ram: int
     disk: int
+
+
+@dataclass(frozen=True)
+class CreateOptions:
+    """What a create may ask besides name, flavor, image, key and user data (all validated types).
+
+    ``networks`` None means the section's ``networks``; ``("auto",)`` / ``("none",)`` as Nova
+    means them; otherwise names or ids. Security groups and the server group are names or ids.
+    """
+
+    networks: Optional[Tuple[str, ...]] = None
+    security_groups: Tuple[str, ...] = ()
+    availability_zone: Optional[str] = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    tags: Tuple[str, ...] = ()
+    config_drive: bool = False
+    description: Optional[str] = None
+    server_group: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -133,9 +151,13 @@ class CloudDriver(ABC):
 
     @abstractmethod
     def create_server(
-        self, name: str, flavor: Flavor, image_id: str, key_name: Optional[str], user_data: Optional[bytes]
+        self, name: str, flavor: Flavor, image_id: str, key_name: Optional[str], user_data: Optional[bytes],
+        options: CreateOptions = CreateOptions(),
     ) -> Server:
-        """Ask for a new VM; returns at once with the VM in BUILD."""
+        """Ask for a new VM; returns at once with the VM in BUILD.
+
+        Every name in ``options`` is resolved before anything is sent, so an unknown one creates nothing.
+        """
 
     @abstractmethod
     def set_state(self, server_id: str, action: str) -> None:

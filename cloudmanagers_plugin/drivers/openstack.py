@@ -29,12 +29,16 @@ from novaclient import exceptions as nova_exc
 from ..config import CloudManagerConfig
 from ..errors import AuthError, BackendError, BadRequest, CloudManagerError, Conflict, NotFound
 from . import views
-from .base import CloudDriver, Console, Flavor, Server, is_uuid
+from .base import CloudDriver, Console, CreateOptions, Flavor, Server, is_uuid
+from .catalog import Catalog
 
 LOG = logging.getLogger(__name__)
 
 PAGE_SIZE = 1000
 FLAVOR_CACHE_SECONDS = 600.0
+NAME_CACHE_SECONDS = 600.0  # networks, security groups, zones, server groups and image names named by creates
+NAME_CACHE_SIZE = 1024
+TAGS_AT_CREATE = (2, 52)  # the Nova microversion that accepts ``tags`` in a create
 CONSOLE_CACHE_SECONDS = 300.0  # below Nova's default console token TTL (600 s)
 CONSOLE_CACHE_SIZE = 1024
 
@@ -82,6 +86,15 @@ class OpenStackDriver(CloudDriver):
         self._flavors: Dict[str, Flavor] = {}
         self._flavors_loaded = 0.0
         self._consoles: Dict[str, Tuple[float, Console]] = {}
+        self._network_names = Catalog("network", lambda: [
+            (n["id"], n.get("name", "")) for n in self._neutron_pages("list networks", "networks", "networks")],
+            NAME_CACHE_SECONDS)
+        self._group_names = Catalog("security group", lambda: [
+            (g["id"], g["name"]) for g in self.list_security_groups()], NAME_CACHE_SECONDS)
+        self._zone_names = Catalog("availability zone", lambda: [(z, z) for z in self.list_zones()],
+                                   NAME_CACHE_SECONDS)
+        self._server_group_names = Catalog("server group", self._list_server_groups, NAME_CACHE_SECONDS)
+        self._image_ids: Dict[str, Tuple[float, str]] = {}
 
     # -- errors -------------------------------------------------------------------------
 
@@ -221,8 +234,17 @@ class OpenStackDriver(CloudDriver):
         return views.limits(body)
 
     def create_server(
-        self, name: str, flavor: Flavor, image_id: str, key_name: Optional[str], user_data: Optional[bytes]
+        self, name: str, flavor: Flavor, image_id: str, key_name: Optional[str], user_data: Optional[bytes],
+        options: CreateOptions = CreateOptions(),
     ) -> Server:
+        where = f"cloud manager '{self.config.name}'"
+        if options.tags and _version(self.config.compute_api_version) < TAGS_AT_CREATE:
+            raise BadRequest(f"{where}: 'tags' at create need compute_api_version 2.52 or later "
+                             f"(the section has {self.config.compute_api_version})")
+        nics = self._nics(options.networks, where)
+        groups = [_by_name(self._group_names, ref, where) for ref in options.security_groups]
+        zone = self._zone_names.find(options.availability_zone, where) if options.availability_zone else None
+        group = _by_name(self._server_group_names, options.server_group, where) if options.server_group else None
         with self._translate(f"create VM '{name}'"):
             created = self._nova.servers.create(
                 name=name,
@@ -230,16 +252,30 @@ class OpenStackDriver(CloudDriver):
                 flavor=flavor.id,
                 key_name=key_name,
                 userdata=user_data,
-                nics=self._nics(),
+                nics=nics,
+                security_groups=groups or None,
+                availability_zone=zone,
+                meta=dict(options.metadata) or None,
+                config_drive=options.config_drive or None,
+                description=options.description,
+                scheduler_hints={"group": group} if group else None,
+                tags=list(options.tags) or None,
             )
         # Nova answers 202 once the instance record exists in BUILD: no need to read it back.
         return Server(id=created.id, name=name, status="BUILD", flavor_name=flavor.name, vcpus=flavor.vcpus)
 
-    def _nics(self):
-        networks = self.config.networks.strip()
-        if networks.lower() in ("auto", "none"):
-            return networks.lower()
-        return [{"net-id": net.strip()} for net in networks.split(",") if net.strip()]
+    def _nics(self, requested: Optional[Tuple[str, ...]], where: str):
+        """Nova's ``networks``: 'auto', 'none', or one ``net-id`` per network (names resolved here)."""
+        refs = requested if requested is not None else tuple(
+            net.strip() for net in self.config.networks.split(",") if net.strip())
+        if len(refs) == 1 and refs[0].lower() in ("auto", "none"):
+            return refs[0].lower()
+        return [{"net-id": _by_name(self._network_names, ref, where)} for ref in refs]
+
+    def _list_server_groups(self) -> List[Tuple[str, str]]:
+        with self._translate("list server groups"):
+            _, body = self._nova.client.get(f"/os-server-groups?limit={PAGE_SIZE}")
+        return [(group["id"], group.get("name", "")) for group in body.get("server_groups") or []]
 
     def set_state(self, server_id: str, action: str) -> None:
         with self._translate(f"{action.replace('_', ' ')} VM {server_id}"):
@@ -297,8 +333,12 @@ class OpenStackDriver(CloudDriver):
         return images
 
     def find_image(self, name_or_id: str) -> str:
+        """An image id; a name is asked of Glance once and remembered for ``NAME_CACHE_SECONDS``."""
         if is_uuid(name_or_id):
             return name_or_id  # Nova validates the id itself: no extra request
+        cached = self._image_ids.get(name_or_id)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
         with self._translate(f"look up image '{name_or_id}'"):
             found = self._image.get("/v2/images?" + urlencode({"name": name_or_id})).json().get("images", [])
         if not found:
@@ -306,6 +346,9 @@ class OpenStackDriver(CloudDriver):
         if len(found) > 1:
             ids = ", ".join(image["id"] for image in found)
             raise Conflict(f"cloud manager '{self.config.name}': several images are named '{name_or_id}' ({ids})")
+        if len(self._image_ids) >= NAME_CACHE_SIZE:
+            self._image_ids.clear()
+        self._image_ids[name_or_id] = (time.monotonic() + NAME_CACHE_SECONDS, found[0]["id"])
         return found[0]["id"]
 
     # -- console ------------------------------------------------------------------------
@@ -336,6 +379,16 @@ def _next_marker(links: Optional[List[Dict]]) -> Optional[str]:
         if link.get("rel") == "next":
             return parse_qs(urlparse(link["href"]).query).get("marker", [None])[0]
     return None
+
+
+def _by_name(catalog: Catalog, ref: str, where: str) -> str:
+    """An id as is (Nova checks it, no listing), a name through the catalog."""
+    return ref if is_uuid(ref) else catalog.find(ref, where)
+
+
+def _version(microversion: str) -> Tuple[int, int]:
+    major, minor = microversion.split(".")
+    return int(major), int(minor)
 
 
 def _next_href(links: Optional[List[Dict]]) -> Optional[str]:

@@ -109,3 +109,37 @@ def test_details_carry_addresses_and_the_rest(agent, sections, facts, nova, vm_n
     finally:
         agent.call("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
     assert settle(nova, created["vm_id"], "DELETED")[0] == "DELETED"
+
+
+# -- create options ------------------------------------------------------------------------------
+
+
+def test_create_with_two_networks_a_group_metadata_and_tags(rpc, sections, facts, nova, vm_name):
+    reply = rpc("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake",
+                networks=["private", "backend"], security_groups=["web"], metadata={"role": "web"},
+                tags=["e2e", "blue"], description="issue 12", config_drive=True, availability_zone="nova", wait=90)
+    created = ok(reply)
+    try:
+        assert created["vm_status"] == "ACTIVE"
+        server = nova.servers.get(created["vm_id"])  # checked independently of the plugin
+        assert sorted(server.addresses) == ["backend", "private"]
+        assert server.addresses["backend"][0]["addr"].startswith("10.1.0.")
+        assert {group["name"] for group in server.security_groups} == {"web"}
+        assert server.metadata == {"role": "web"}
+        assert sorted(server.tags) == ["blue", "e2e"] and server.description == "issue 12"
+        assert getattr(server, "OS-EXT-AZ:availability_zone") == "nova" and server.config_drive in (True, "True")
+        details = ok(rpc("read", sections["v3"], name=vm_name))
+        assert sorted(details["vm_addresses"]) == ["backend", "private"]
+        assert sorted(details["vm_tags"]) == ["blue", "e2e"] and details["vm_metadata"] == {"role": "web"}
+    finally:
+        rpc("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
+
+
+def test_unknown_network_lists_what_exists_and_creates_nothing(rpc, sections, nova, vm_name):
+    error = rpc("create", sections["v3"], name=vm_name, flavor="1", image="cirros-fake",
+                networks=["private", "nowhere"])["error"]
+    assert "no network 'nowhere' (available: backend, private)" in error
+    error = rpc("create", sections["v3"], name=vm_name, flavor="1", image="cirros-fake",
+                security_groups=["nosuch"])["error"]
+    assert "no security group 'nosuch' (available: default, web)" in error
+    assert not [s for s in nova.servers.list() if s.name == vm_name]
