@@ -9,6 +9,7 @@ compute host to be up and mapped, seed flavors/image, and finally boot and
 delete a real server as the demo user.
 """
 
+import glob
 import json
 import os
 import shutil
@@ -27,11 +28,15 @@ STOP_TIMEOUT = 10.0
 # ------------------------------------------------------------------ helpers
 
 def _sync_lib(st):
-    """Copy the WSGI entry modules and cloud scripts under <base>/lib, so the
-    running services never depend on a repository checkout that may move."""
-    for sub in ("wsgi", "cloud"):
+    """Copy the WSGI entry modules, cloud scripts and the virt driver under <base>/lib (and the
+    driver into the venv's nova.virt), so the running services never depend on a repository
+    checkout that may move."""
+    for sub in ("wsgi", "cloud", "virt"):
         shutil.copytree(os.path.join(S.SUPPORT_DIR, sub), os.path.join(st.lib, sub),
                         dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # Nova loads its compute driver from the nova.virt package only
+    for package in glob.glob(os.path.join(st.venv, "lib", "python3*", "site-packages", "nova", "virt")):
+        shutil.copy(os.path.join(st.lib, "virt", "devcloud_virt.py"), package)
 
 
 def cloudctl(st, *actions, timeout=300, echo=False):
@@ -103,6 +108,7 @@ def _launch(st, svc):
         return False
     _check_port_free(st, svc)
     pid = svc.start(st)
+    svc.record_code(st)
     say("launched %-15s pid %-7d log %s" % (svc.name, pid, svc.logfile(st)))
     return True
 
@@ -233,6 +239,9 @@ def cmd_start(st, args):
             healthy = True
         except DevcloudError:
             healthy = False
+        if healthy and _relaunch_changed(st):
+            with phase("seed nova/glance and boot+delete a smoke server as demo"):
+                _save_json(_cloud_result_path(st), cloudctl(st, "seed-nova", "smoke"))
         if healthy:
             outputs.cloud_params(st, _load_json(_cloud_result_path(st)))
             outputs.write_all(st, _load_json(_cloud_result_path(st)))
@@ -295,6 +304,15 @@ def cmd_restart(st, args):
         raise DevcloudError("the devcloud is not initialised; run `start` first")
     _prepare(st)
     configs.write_all(st)
+    _relaunch(st, svc)
+    with phase("health check (token, nova API, nova-compute up)"):
+        cloudctl(st, "health", timeout=120)
+    say("restarted %s in %.1fs" % (svc.name, time.monotonic() - t0))
+    return 0
+
+
+def _relaunch(st, svc):
+    """Stop one service, start it again and wait until it serves."""
     with phase("stop %s" % svc.name):
         res = procs.stop_groups([svc.pidfile(st)], STOP_TIMEOUT)
         say("%s: %s" % (svc.name, res[svc.pidfile(st)]))
@@ -308,10 +326,18 @@ def cmd_restart(st, args):
             _wait_queue_consumer(st, "compute.%s" % st.name, svc)
         else:
             _wait_queue_consumer(st, READY_QUEUE[svc.name], svc)
-    with phase("health check (token, nova API, nova-compute up)"):
-        cloudctl(st, "health", timeout=120)
-    say("restarted %s in %.1fs" % (svc.name, time.monotonic() - t0))
-    return 0
+
+
+def _relaunch_changed(st):
+    """Restart the services whose code or config changed since they started (the checkout moved
+    on, e.g. a new Neutron stand-in): a warm ``start`` then serves what this checkout defines.
+    Returns whether any was restarted."""
+    configs.write_all(st)
+    changed = [svc for svc in SERVICES if svc.code_changed(st)]
+    for svc in changed:
+        say("%s: its code or configuration changed since it started" % svc.name)
+        _relaunch(st, svc)
+    return bool(changed)
 
 
 # ----------------------------------------------------------------- selftest

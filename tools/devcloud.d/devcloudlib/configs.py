@@ -100,10 +100,11 @@ def nova_conf(st):
             "state_path": os.path.join(nova_data, "state"),
             "instances_path": os.path.join(nova_data, "instances"),
             "transport_url": st.transport_url,
-            # FakeDriver plus a stable node UUID kept in state_path/compute_id:
-            # plain FakeDriver invents a new node UUID per process, so after a
-            # stop/start nova-compute refuses to run ("No local node identity")
-            "compute_driver": "fake.FakeDriverWithoutFakeNodes",
+            # FakeDriver plus a stable node UUID kept in state_path/compute_id
+            # (plain FakeDriver invents a new node UUID per process, so after a
+            # stop/start nova-compute refuses to run: "No local node identity"),
+            # whose snapshots are uploaded to Glance (lib/virt/devcloud_virt.py)
+            "compute_driver": "devcloud_virt.SnapshottingFakeDriver",
             "allow_resize_to_same_host": True,
             "heal_instance_info_cache_interval": -1,
             "vif_plugging_timeout": 0,

@@ -6,6 +6,7 @@ with native threads. Every one is a process group of its own with a pid file
 in ``<base>/run`` and a log in ``<base>/logs``.
 """
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import Optional
@@ -22,6 +23,9 @@ class Service:
     threads: int = 4
     config_env: Optional[tuple] = None  # (variable, etc sub-folder) for the WSGI app
     console_script: Optional[str] = None
+    # files (relative to <base>) whose content is what the process runs: when one changes, a
+    # warm `start` restarts the service
+    code: tuple = ()
 
     @property
     def is_api(self):
@@ -58,6 +62,31 @@ class Service:
         return procs.spawn(self.argv(st), self.pidfile(st), self.logfile(st),
                            env=self.env(st), cwd=st.run)
 
+    def _code_file(self, st):
+        return os.path.join(st.run, self.name + ".code")
+
+    def code_stamp(self, st):
+        digest = hashlib.sha256()
+        for rel in self.code:
+            with open(os.path.join(st.base, rel), "rb") as f:
+                digest.update(f.read())
+        return digest.hexdigest()
+
+    def record_code(self, st):
+        if self.code:
+            with open(self._code_file(st), "w") as f:
+                f.write(self.code_stamp(st) + "\n")
+
+    def code_changed(self, st):
+        """True when the running process was started from other code than what is on disk now."""
+        if not self.code:
+            return False
+        try:
+            with open(self._code_file(st)) as f:
+                return f.read().strip() != self.code_stamp(st)
+        except OSError:
+            return True  # started before stamps were kept
+
     def running(self, st):
         return procs.pid_alive(self.pidfile(st))
 
@@ -81,11 +110,12 @@ SERVICES = [
     Service("glance", "glance_port", "glance_wsgi:application",
             config_env=("OS_GLANCE_CONFIG_DIR", "glance")),
     # in-memory state: exactly one worker
-    Service("neutron", "neutron_port", "fake_neutron:application"),
+    Service("neutron", "neutron_port", "fake_neutron:application", code=("lib/wsgi/fake_neutron.py",)),
     Service("nova-conductor", console_script="nova-conductor"),
     Service("nova-scheduler", console_script="nova-scheduler"),
     Service("nova-api", "nova_port", "nova_api_wsgi:application", threads=8,
             config_env=("OS_NOVA_CONFIG_DIR", "nova")),
-    Service("nova-compute", console_script="nova-compute"),
+    Service("nova-compute", console_script="nova-compute",
+            code=("lib/virt/devcloud_virt.py", "etc/nova/nova.conf")),
 ]
 BY_NAME = {s.name: s for s in SERVICES}
