@@ -16,9 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
-import yaml
-
-from .errors import ConfigError, NotFound
+from .errors import ConfigError, MissingLibrary, NotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -291,6 +289,13 @@ def _from_clouds_yaml(cloud: str, explicit: Optional[str], where: str) -> Dict[s
 
 
 def _yaml_cloud(path: str, cloud: str, where: str, required: bool = True) -> dict:
+    try:
+        import yaml  # only clouds.yaml needs it: the plugin itself must import without PyYAML
+    except ImportError:
+        raise MissingLibrary(
+            f"{where}: reading {path} needs the Python library PyYAML, which is not installed for the "
+            "Python that runs the plugin; install it (RPM: yum install python3-pyyaml; pip: pip install PyYAML)"
+        ) from None
     try:
         with open(path, encoding="utf-8") as handle:
             document = yaml.safe_load(handle) or {}

@@ -40,3 +40,7 @@ class ServerFault(CloudManagerError):
 
 class WaitTimeout(CloudManagerError):
     """The VM did not reach the awaited state within the requested ``wait``."""
+
+
+class MissingLibrary(ConfigError):
+    """A Python library that a driver needs is not installed where the plugin runs."""

@@ -194,22 +194,29 @@ def write_cloudmanagers_conf(path, sections=("alpha", "beta")):
     return path
 
 
-def load_like_synapse(tmp_path, plugin_root, requests, key="custom_plugins", env=None):
+def load_like_synapse(tmp_path, plugin_root, requests, key="custom_plugins", env=None, missing=()):
     """Load plugin_root's plugins with the stand-in synapse agent, in a subprocess.
 
     The stand-in `synapse` package is copied to tmp_path/agent and is the only thing on
-    PYTHONPATH. Returns the loader's JSON report: the registered collections and the replies.
+    PYTHONPATH, after a folder that makes each module of ``missing`` fail to import as an absent
+    library does. Returns the loader's JSON report: the registered collections and the replies.
     """
     tmp_path = Path(tmp_path)
     stub = tmp_path / "agent"
     shutil.copytree(STUB, stub, ignore=shutil.ignore_patterns("__pycache__", "*.py[co]"))
+    blocked = tmp_path / "missing-libraries"
+    blocked.mkdir(exist_ok=True)
+    for module in missing:
+        (blocked / f"{module}.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{module}'\", name='{module}')\n"
+        )
     persistence = tmp_path / "persistence"
     persistence.mkdir(exist_ok=True)
     conf = tmp_path / "synapse-agent.conf"
     conf.write_text(f"[controller]\n{key} = {plugin_root}\npersistence_path = {persistence}\n")
     proc = run(
         [sys.executable, stub / "load_plugins.py", conf, "cloudmanagers", json.dumps(requests)],
-        cwd=str(tmp_path), env=clean_env(PYTHONPATH=str(stub), **(env or {})),
+        cwd=str(tmp_path), env=clean_env(PYTHONPATH=os.pathsep.join([str(blocked), str(stub)]), **(env or {})),
         stderr=subprocess.PIPE, timeout=120,
     )
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -66,21 +66,48 @@ def test_reinstall_removes_stale_modules(dropin):
     assert os.listdir(dropin) == [PACKAGE], "no staging folder left behind"
 
 
-@pytest.mark.parametrize("key", ["custom_plugins", "custom_resources"])
-def test_synapse_agent_loads_the_folder(dropin, tmp_path, key):
+@pytest.mark.parametrize("folder", [PACKAGE, "cloudmanagers-plugin"])
+def test_synapse_agent_loads_the_folder(dropin, tmp_path, folder):
     """The agent registers `cloudmanagers` and answers a read with an empty id: the ids of
-    the cloud managers file's sections."""
+    the cloud managers file's sections. The 2013 plugin's folder name, with a hyphen, loads too."""
+    if folder != PACKAGE:
+        (dropin / PACKAGE).rename(dropin / folder)
     conf = write_cloudmanagers_conf(tmp_path / "cloudmanagers.conf", ("alpha", "beta"))
-    report = load_like_synapse(tmp_path, dropin, [READ_ALL], key=key, env={"CLOUDMANAGERS_CONF": str(conf)})
+    report = load_like_synapse(tmp_path, dropin, [READ_ALL], env={"CLOUDMANAGERS_CONF": str(conf)})
     assert report["custom_plugins"] == str(dropin)
     assert report["registered"] == ["cloudmanagers"]
     assert report["is_resources_controller"], "the controller must subclass the agent's ResourcesController"
     assert report["module"] == "None"   # os_mapping [default] default = None
     assert report["publish_queue"] == "publish-queue"
-    assert report["plugin_file"].startswith(str(dropin / PACKAGE) + os.sep)
+    assert report["plugin_file"].startswith(str(dropin / folder) + os.sep)
     reply = report["replies"][0]
     assert "error" not in reply, reply
     assert reply["collection"] == "cloudmanagers"
     assert reply["resource_id"] == ""
     assert reply["msg_type"] == "response"
     assert sorted(reply["status"]["cloudmanagers"]) == ["alpha", "beta"]
+
+
+def test_custom_resources_alone_loads_nothing(dropin, tmp_path):
+    """The plugin's old documentation names `custom_resources`; the agent reads only `custom_plugins`."""
+    conf = write_cloudmanagers_conf(tmp_path / "cloudmanagers.conf", ("alpha",))
+    report = load_like_synapse(tmp_path, dropin, [READ_ALL], key="custom_resources",
+                               env={"CLOUDMANAGERS_CONF": str(conf)})
+    assert report["custom_plugins"] != str(dropin)
+    assert "cloudmanagers" not in report["registered"]
+    assert report["replies"] == [{"error": "The resource [cloudmanagers] does not exist"}]
+
+
+def test_missing_openstack_library_keeps_the_agent_up(dropin, tmp_path):
+    """Without keystoneauth1 (nor novaclient, keystoneclient) the plugin still imports and
+    registers; a request that needs OpenStack answers which library to install."""
+    conf = write_cloudmanagers_conf(tmp_path / "cloudmanagers.conf", ("alpha",))
+    read_vms = {**READ_ALL, "id": "alpha"}
+    report = load_like_synapse(tmp_path, dropin, [READ_ALL, read_vms], env={"CLOUDMANAGERS_CONF": str(conf)},
+                               missing=("keystoneauth1", "novaclient", "keystoneclient"))
+    assert report["registered"] == ["cloudmanagers"]
+    listed, failed = report["replies"]
+    assert listed["status"] == {"cloudmanagers": ["alpha"]}
+    assert failed["status"] == {} and failed["resource_id"] == "alpha"
+    assert "'keystoneauth1' is not installed" in failed["error"]
+    assert "yum install python3-keystoneauth1" in failed["error"] and "pip install keystoneauth1" in failed["error"]

@@ -3,7 +3,8 @@
     python load_plugins.py SYNAPSE_AGENT_CONF COLLECTION REQUESTS_JSON
 
 Prints one JSON object: the registered collections (with each controller's class, its base
-classes and its OS module), and the agent's reply to each request, in order.
+classes and its OS module), and the agent's reply to each request, in order. When COLLECTION
+is not registered, each reply is the agent's controller-level error (``{"error": ...}``).
 """
 
 import json
@@ -16,10 +17,14 @@ def main(conf_path, collection, requests):
     config.load(conf_path)
     from synapse.register_plugin import registry
     from synapse.resource_locator import ResourceLocator
-    from synapse.resources.resources import ResourcesController
+    from synapse.resources.resources import ResourceException, ResourcesController
 
     locator = ResourceLocator(publish_queue="publish-queue")
-    controller = locator.get_instance(collection)
+    try:
+        controller = locator.get_instance(collection)
+    except ResourceException as exc:
+        return {"custom_plugins": locator.path, "registered": sorted(registry),
+                "replies": [{"error": str(exc)} for _ in requests]}
     replies = [controller.process(dict(request)) for request in requests]
     return {
         "custom_plugins": locator.path,

@@ -1,10 +1,12 @@
 """``ResourceLocator``: load the plugins of the custom plugin folder, as the agent does.
 
-The folder is ``[controller] custom_plugins``; ``custom_resources`` (the key the plugin's own
-documentation gives) is accepted as well. It is appended to ``sys.path``, then every entry
-``pkgutil.iter_modules`` finds there (a package or a plain module), unless ignored, is
-imported by its folder name straight from that folder. No error is caught: a plugin that
-fails to import stops the agent. The agent's built-in plugins are not scanned here.
+The folder is ``[controller] custom_plugins`` and nothing else: like the real agent, the
+stand-in ignores ``custom_resources`` (the key the plugin's own documentation gives), so a
+configuration with only that key loads no plugin. The folder is appended to ``sys.path``,
+then every entry ``pkgutil.iter_modules`` finds there (a package or a plain module), unless
+ignored, is imported by its folder name straight from that folder, so a hyphenated folder
+such as ``cloudmanagers-plugin`` loads too. No error is caught: a plugin that fails to import
+stops the agent. The agent's built-in plugins are not scanned here.
 """
 
 import importlib.machinery
@@ -19,9 +21,7 @@ from synapse.resources.resources import ResourceException
 
 class ResourceLocator(object):
     def __init__(self, publish_queue=None):
-        path = config.controller.get("custom_plugins")
-        if config.controller.get("custom_resources"):
-            path = config.controller["custom_resources"]
+        path = config.controller["custom_plugins"]
         self.path = path
         sys.path.append(path)
         self.load_packages(path)
