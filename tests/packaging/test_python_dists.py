@@ -6,6 +6,7 @@ import subprocess
 import sys
 import zipfile
 from email.parser import HeaderParser
+from pathlib import Path
 
 import pytest
 
@@ -104,18 +105,29 @@ def _can_build_without_isolation(python):
     return subprocess.run([python, "-c", probe], capture_output=True).returncode == 0
 
 
+def _site_packages(python):
+    """The purelib and platlib folders of an interpreter's environment."""
+    code = "import json, sysconfig; p = sysconfig.get_paths(); print(json.dumps(sorted({p['purelib'], p['platlib']})))"
+    return json.loads(run([python, "-c", code], env=clean_env()).stdout)
+
+
 def test_pip_install_source_tree(artifacts, tmp_path):
-    """`pip install .` in a virtualenv (the dependencies come from the system site-packages;
-    `make check-pip` does the complete install in a clean virtualenv)."""
+    """`pip install .` in a new virtualenv. Its dependencies come from the test runner's own
+    environment (what `make venv` installed from setup.py), added through a .pth file once the
+    plugin is installed, never from whatever the machine's base Python happens to hold;
+    `make check-pip` does the complete install from the package index in a clean virtualenv."""
     source = tmp_path / "src"   # pip builds in the tree: keep its build outputs out of ours
     shutil.copytree(artifacts.source, source, ignore=NOT_SOURCE)
     venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--system-site-packages", venv])
+    run([sys.executable, "-m", "venv", venv])
     python = venv / "bin" / "python"
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps"]
     if _can_build_without_isolation(python):
         pip.append("--no-build-isolation")
     run([*pip, source], env=clean_env(), timeout=300)
+    venv_site = _site_packages(python)[0]
+    # Plain folder lines: the runner's own .pth files (its editable install of this tree) stay unread.
+    (Path(venv_site) / "test-runner-dependencies.pth").write_text("\n".join(_site_packages(sys.executable)) + "\n")
 
     probe = "import json, cloudmanagers_plugin as p; print(json.dumps([p.__file__, p.__version__]))"
     path, version = json.loads(run([python, "-c", probe], cwd=str(tmp_path), env=clean_env()).stdout)
