@@ -3,6 +3,8 @@
 #   make sdist                  dist/<name>-<version>.tar.gz (the setup.py sdist)
 #   make wheel                  the sdist, and the wheel built from it
 #   make rpm                    noarch RPM (and SRPM) built with rpmbuild from the sdist
+#                               (each makes .venv, with `build`, first, and rpm installs rpmbuild
+#                               if it is missing, so they work in a fresh clone)
 #   make install-dropin [DEST=/var/lib/synapse/custom_plugin]
 #                               copy the plugin package into a synapse custom plugin folder
 #   make check-packaging        build everything, then run the packaging tests on it
@@ -35,7 +37,7 @@ SDIST    = $(firstword $(wildcard $(SDISTS)))
 # systems (e.g. Debian's rpm package): skip that check there.
 RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 
-.PHONY: help venv build-tool sdist wheel rpm install-dropin check-packaging check-pip build-deps test demo clean
+.PHONY: help venv build-tool rpmbuild-tool sdist wheel rpm install-dropin check-packaging check-pip build-deps test demo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' Makefile
@@ -48,9 +50,14 @@ $(VENV)/.installed: setup.py
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]' build twine
 	touch $@
 
-build-tool:
+# The default PYTHON is the venv's, which `make venv` fills with `build`: a fresh clone makes it
+# first. Another PYTHON (e.g. the packaging tests' own interpreter) must bring `build` itself.
+build-tool: $(if $(filter $(VENV)/bin/python,$(PYTHON)),venv)
 	@test -n "$(VERSION)" || { echo "no __version__ in cloudmanagers_plugin/version.py" >&2; exit 1; }
 	@$(PYTHON) -c 'import build' 2>/dev/null || { echo "$(PYTHON) -m build is missing: run make build-deps" >&2; exit 1; }
+
+rpmbuild-tool:
+	@command -v rpmbuild >/dev/null || sh packaging/install-build-deps.sh rpmbuild
 
 sdist: build-tool
 	rm -f $(SDISTS)
@@ -62,8 +69,7 @@ wheel: build-tool
 	rm -f $(SDISTS) $(DIST)/$(subst -,_,$(NAME))-$(VERSION)-*.whl
 	$(PYTHON) -m build $(BUILD_FLAGS) --outdir $(DIST) .
 
-rpm: sdist
-	@command -v rpmbuild >/dev/null || { echo "rpmbuild is missing: run make build-deps" >&2; exit 1; }
+rpm: rpmbuild-tool sdist
 	rm -rf $(RPMTOP) $(DIST)/$(NAME)-$(VERSION)-*.rpm
 	mkdir -p $(RPMTOP)/SOURCES
 	cp $(SDIST) $(RPMTOP)/SOURCES/$(NAME)-$(VERSION).tar.gz

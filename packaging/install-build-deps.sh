@@ -2,12 +2,14 @@
 # Install what the packaging targets need: rpmbuild (Debian's "rpm" package, or rpm-build on
 # RPM-based systems) and the Python build tools (build, twine, pytest).
 #
-#   sh packaging/install-build-deps.sh
+#   sh packaging/install-build-deps.sh            both
+#   sh packaging/install-build-deps.sh rpmbuild   rpmbuild only (what `make rpm` needs besides the venv)
 #
 # Needs root for the system package; PYTHON selects the interpreter (default python3).
 set -eu
 
 PYTHON=${PYTHON:-python3}
+ONLY=${1:-}
 
 if ! command -v rpmbuild >/dev/null 2>&1; then
     if command -v apt-get >/dev/null 2>&1; then
@@ -23,6 +25,6 @@ if ! command -v rpmbuild >/dev/null 2>&1; then
     fi
 fi
 
-if ! "$PYTHON" -c 'import build, twine, pytest' >/dev/null 2>&1; then
+if [ "$ONLY" != rpmbuild ] && ! "$PYTHON" -c 'import build, twine, pytest' >/dev/null 2>&1; then
     "$PYTHON" -m pip install --quiet build twine pytest
 fi
