@@ -34,7 +34,7 @@ KNOWN_KEYS = frozenset(
         "cm_type", "url", "keystone_base_url", "auth_url", "nova_base_url", "tenant_name",
         "project_name", "username", "password", "user_domain_name", "project_domain_name",
         "region_name", "interface", "cacert", "insecure", "timeout", "cloud", "clouds_yaml",
-        "networks", "compute_api_version",
+        "networks", "compute_api_version", "protect_running",
     }
 )
 
@@ -61,6 +61,7 @@ class CloudManagerConfig:
     compute_url: Optional[str] = None
     networks: str = "auto"
     compute_api_version: str = "2.52"
+    protect_running: bool = False
 
     def where(self, key: str) -> str:
         """'<file>: section [<name>]: key '<key>'', the prefix of every error about a key."""
@@ -230,6 +231,7 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
         compute_url=compute_v21_url(compute_url) if compute_url else None,
         networks=values.get("networks") or "auto",
         compute_api_version=_microversion(values.get("compute_api_version") or "2.52", where("compute_api_version")),
+        protect_running=_boolean(values.get("protect_running", "false"), where("protect_running")),
     )
 
 

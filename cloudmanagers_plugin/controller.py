@@ -187,16 +187,20 @@ class CloudmanagersController(ResourcesController):
         return reply
 
     def delete(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
-        """Delete a VM; an ACTIVE one only with ``force: true``."""
+        """Delete a VM, running or not, as documented.
+
+        A section with ``protect_running = true`` refuses an ACTIVE VM unless ``force: true``.
+        """
         attributes = attributes or {}
-        _, driver = self._section(res_id)
+        config, driver = self._section(res_id)
         name = _text(attributes, "name")
         force = _flag(attributes, "force")
         wait = _wait(attributes)
         server = driver.find_server(name)
-        if server.status == "ACTIVE" and not force:
+        if config.protect_running and server.status == "ACTIVE" and not force:
             raise Conflict(
-                f"VM '{server.name}' is ACTIVE: shut it down first (status: shutdown) or send force: true"
+                f"VM '{server.name}' is ACTIVE and cloud manager '{res_id}' protects running VMs "
+                "(protect_running = true): shut it down first (status: shutdown) or send force: true"
             )
         driver.delete(server.id)
         status = driver.wait_for_status(server.id, {DELETED}, wait).status if wait else server.status

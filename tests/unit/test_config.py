@@ -51,12 +51,15 @@ def test_v3_section_with_every_key(tmp_path):
         insecure = yes
         timeout = 7.5
         networks = none
+        protect_running = true
         """)
     section = ConfigFile(path).get("v3")
     assert (section.cm_type, section.url, section.region_name, section.interface) == \
         ("openstack", "https://k.example:5000", "R2", "internal")
     assert section.insecure is True and section.timeout == 7.5 and section.compute_url is None
     assert (section.user_domain_name, section.project_domain_name, section.networks) == ("users", "projects", "none")
+    assert section.protect_running is True
+    assert ConfigFile(write_config(tmp_path / "d.conf", LEGACY_SECTION)).get("test_os").protect_running is False
 
 
 def test_path_resolution(tmp_path, monkeypatch):
@@ -87,6 +90,7 @@ def test_invalid_ini(tmp_path):
     ("password =", "password", "is missing or empty"),
     ("timeout = soon", "timeout", "must be a positive number"),
     ("insecure = perhaps", "insecure", "must be true or false"),
+    ("protect_running = sometimes", "protect_running", "must be true or false"),
     ("interface = sideways", "interface", "must be one of"),
     ("keystone_base_url = 127.0.0.1:5000", "keystone_base_url", "must be an http(s) URL"),
     ("cacert = /no/such/ca.pem", "cacert", "does not exist"),

@@ -4,7 +4,8 @@ import base64
 
 import pytest
 
-from conftest import status_of
+from cloudmanagers_plugin import CloudmanagersController
+from conftest import LEGACY_SECTION, status_of, write_config
 from fakecloud import IMAGE_ID
 from seed_examples import EXAMPLES, assert_seed_reply, example
 
@@ -13,7 +14,7 @@ CM = "test_os"
 
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_every_seed_example_keeps_the_documented_keys(name, controller, cloud):
-    cloud.add_server("haproxy", status="SHUTOFF" if name == "delete" else "ACTIVE")
+    cloud.add_server("haproxy")  # ACTIVE, as in the documentation, delete included
     reply = controller.process(example(name, CM))
     assert_seed_reply(name, reply, CM)
     assert reply["uuid"] == "3a468145-1afc-40d3-baf5-3ba4c0fc3561"
@@ -253,18 +254,41 @@ def test_status_active_confirms_a_pending_resize(call, cloud):
 # -- delete ------------------------------------------------------------------------------------
 
 
-def test_delete_refuses_an_active_vm(call, cloud):
+def test_delete_of_a_running_vm_as_documented(controller, cloud):
+    """The seed deletes `haproxy` while it is ACTIVE and answers deleted: True, vm_status: ACTIVE."""
     cloud.add_server("haproxy")
-    assert "force" in call("delete", name="haproxy")["error"]
+    status = status_of(controller.process(example("delete", CM)))
+    assert status["deleted"] is True and status["vm_status"] == "ACTIVE"
+    assert not cloud.servers
+
+
+@pytest.fixture
+def protected_call(tmp_path, cloud):
+    """call() on a section that opts in to protect_running."""
+    path = write_config(tmp_path / "protected.conf", LEGACY_SECTION + "protect_running = true\n")
+    controller = CloudmanagersController(config_path=path)
+    return lambda action, **attributes: controller.process(
+        {"collection": "cloudmanagers", "action": action, "id": CM, "attributes": attributes})
+
+
+def test_protect_running_refuses_an_active_vm(protected_call, cloud):
+    cloud.add_server("haproxy")
+    error = protected_call("delete", name="haproxy")["error"]
+    assert "protect_running" in error and "force: true" in error
     assert len(cloud.servers) == 1
 
 
 @pytest.mark.parametrize("force", [True, "true", 1, "yes"])
-def test_delete_active_with_force(call, cloud, force):
+def test_protect_running_yields_to_force(protected_call, cloud, force):
     cloud.add_server("haproxy")
-    status = status_of(call("delete", name="haproxy", force=force))
+    status = status_of(protected_call("delete", name="haproxy", force=force))
     assert status["deleted"] is True and status["vm_status"] == "ACTIVE"
     assert not cloud.servers
+
+
+def test_protect_running_lets_a_stopped_vm_go(protected_call, cloud):
+    cloud.add_server("haproxy", status="SHUTOFF")
+    assert status_of(protected_call("delete", name="haproxy"))["deleted"] is True
 
 
 def test_delete_stopped_vm_and_wait_until_gone(call, cloud):
