@@ -237,7 +237,8 @@ class CloudmanagersController(ResourcesController):
             "vm_vcpus": server.vcpus,
             "vm_flavor": driver.flavor_id(server.flavor_name) or server.flavor_name,
             "vm_flavor_name": server.flavor_name,
-            "vm_vnc_port": str(console.port) if console.url else console.reason,
+            # The seed shows a port number in a string: never prose, which a controller would parse.
+            "vm_vnc_port": str(console.port) if console.url else "",
             "vm_console_url": console.url,
             "vm_addresses": server.addresses,
             "vm_image": server.image_id or None,
@@ -248,6 +249,8 @@ class CloudmanagersController(ResourcesController):
             "vm_created": server.created,
             "vm_updated": server.updated,
         }
+        if not console.url:
+            details["vm_console_unavailable"] = console.reason
         if server.fault:
             details["vm_fault"] = server.fault
         return details

@@ -67,7 +67,8 @@ class CreateOptions:
 
 @dataclass(frozen=True)
 class Console:
-    """A remote console; ``url`` is None and ``reason`` says why when there is none."""
+    """A remote console; ``url`` is None and ``reason`` says why when there is none
+    (a sentence such as "the VM is SHUTOFF")."""
 
     url: Optional[str] = None
     port: Optional[int] = None

@@ -355,7 +355,7 @@ class OpenStackDriver(CloudDriver):
 
     def console(self, server: Server) -> Console:
         if server.status != "ACTIVE":
-            return Console(reason=f"unavailable: the VM is {server.status}")
+            return Console(reason=f"the VM is {server.status}")
         now = time.monotonic()
         cached = self._consoles.get(server.id)
         if cached and cached[0] > now:
@@ -364,7 +364,7 @@ class OpenStackDriver(CloudDriver):
             with self._translate(f"get the console of VM {server.name}"):
                 body = self._nova.servers.get_console_url(server.id, "novnc")
         except (Conflict, BadRequest, NotFound, BackendError) as exc:
-            return Console(reason=f"unavailable: {exc}")
+            return Console(reason=str(exc))
         url = body["remote_console"]["url"]
         parsed = urlparse(url)
         found = Console(url=url, port=parsed.port or (443 if parsed.scheme == "https" else 80))

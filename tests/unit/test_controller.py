@@ -41,7 +41,8 @@ def test_vm_details(call, cloud):
     assert status["vm_vcpus"] == 2  # whatever the state, unlike the 2013 plugin
     assert status["vm_flavor"] == "3" and status["vm_flavor_name"] == "m1.medium"
     assert status["vm_id"] == server["id"]
-    assert status["vm_vnc_port"].startswith("unavailable") and status["vm_console_url"] is None
+    assert status["vm_vnc_port"] == "" and status["vm_console_url"] is None
+    assert status["vm_console_unavailable"] == "the VM is SHUTOFF"
 
 
 def test_vm_details_console_from_nova(call, cloud):
@@ -49,14 +50,15 @@ def test_vm_details_console_from_nova(call, cloud):
     status = status_of(call("read", name="haproxy"))
     assert status["vm_vnc_port"] == "6080"
     assert status["vm_console_url"].startswith("http://127.0.0.1:6080/vnc_auto.html")
+    assert "vm_console_unavailable" not in status
 
 
 def test_vm_details_when_the_cloud_has_no_console(call, cloud):
     cloud.console = False
     cloud.add_server("haproxy")
     status = status_of(call("read", name="haproxy"))
-    assert status["vm_vnc_port"].startswith("unavailable") and "VNC is disabled" in status["vm_vnc_port"]
-    assert status["vm_console_url"] is None
+    assert status["vm_vnc_port"] == "" and status["vm_console_url"] is None
+    assert "VNC is disabled" in status["vm_console_unavailable"]
 
 
 def test_vm_details_by_id(call, cloud):
