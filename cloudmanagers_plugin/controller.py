@@ -167,19 +167,22 @@ class CloudmanagersController(ResourcesController):
         if not (requested or flavor_ref or revert):
             raise BadRequest("update needs 'status' and/or 'flavor' (or 'revert': true)")
         row = states.normalise(requested) if requested else None
+        stop_at_verify = bool(row and row.by_resize)
+        if stop_at_verify and (confirm or revert):
+            raise BadRequest(f"status {row.target} stops before the confirmation: send it without 'confirm' and 'revert'")
         flavor = driver.find_flavor(flavor_ref) if flavor_ref else None
         server = driver.find_server(name)
         reply: Status = {"cloudmanager": res_id, "vm_name": server.name, "vm_id": server.id}
         actions = []
         if row:
-            action = states.plan(server.status, requested)
+            action = states.plan(server.status, requested, resizing=flavor is not None)
             if action:
                 driver.set_state(server.id, action)
                 actions.append(action)
                 if wait:
                     server = driver.wait_for_status(server.id, {row.final_status}, wait)
         if flavor or revert:
-            server, action = self._resize(driver, server, flavor, confirm, revert, wait)
+            server, action = self._resize(driver, server, flavor, confirm, revert, wait, stop_at_verify)
             actions.extend(action)
             reply["vm_flavor"] = flavor.id if flavor else driver.flavor_id(server.flavor_name)
         reply["vm_status"] = server.status
@@ -258,9 +261,13 @@ class CloudmanagersController(ResourcesController):
     @staticmethod
     def _resize(
         driver: CloudDriver, server: Server, flavor: Optional[Flavor], confirm: bool, revert: bool,
-        wait: Optional[float],
+        wait: Optional[float], stop_at_verify: bool = False,
     ) -> Tuple[Server, list]:
-        """The two-step resize of the seed API, plus ``confirm`` (one message) and ``revert``."""
+        """The two-step resize of the seed API, plus ``confirm`` (one message) and ``revert``.
+
+        ``stop_at_verify`` (``status: VERIFY_RESIZE``) makes only the first step: a VM already
+        awaiting the confirmation of this flavor is left as it is.
+        """
 
         def settled(current: Server) -> Server:
             return driver.wait_for_status(current.id, RESIZABLE, wait) if wait else current
@@ -273,6 +280,8 @@ class CloudmanagersController(ResourcesController):
                     f"VM '{server.name}' awaits confirmation of a resize to {server.flavor_name}, not {flavor.name}: "
                     "send that flavor to confirm it, or revert: true"
                 )
+            if stop_at_verify:
+                return server, []
             action = "revert_resize" if revert else "confirm_resize"
             driver.set_state(server.id, action)
             return settled(server), [action]

@@ -18,12 +18,14 @@ class Transition:
     """How to reach one target state.
 
     A VM whose status already equals ``target`` needs no call (for REBOOT and HARD_REBOOT that
-    means a reboot is already under way); ``settles_to`` is the status it ends in.
+    means a reboot is already under way); ``settles_to`` is the status it ends in. A target
+    ``by_resize`` is reached by resizing the VM (the request's ``flavor``), by no state action.
     """
 
     target: str
     actions: Mapping[str, str]  # current Nova status -> driver action
     settles_to: str = ""
+    by_resize: bool = False
 
     @property
     def final_status(self) -> str:
@@ -46,6 +48,8 @@ TRANSITIONS: Mapping[str, Transition] = {
             {status: "reboot_hard" for status in ("ACTIVE", "PAUSED", "SUSPENDED", "SHUTOFF", "ERROR", "REBOOT")},
             settles_to="ACTIVE",
         ),
+        # The first step of the documented two-step resize: resize, and stop before the confirmation.
+        Transition("VERIFY_RESIZE", {}, by_resize=True),
     )
 }
 
@@ -77,14 +81,23 @@ def normalise(requested: str) -> Transition:
     return TRANSITIONS[target]
 
 
-def plan(current: str, requested: str) -> Optional[str]:
-    """The driver action that takes a VM from ``current`` to ``requested``; None when already there.
+def plan(current: str, requested: str, resizing: bool = False) -> Optional[str]:
+    """The driver action that takes a VM from ``current`` to ``requested``; None when already there,
+    or when the target is reached by the resize the request also asks for (``resizing``).
 
-    Raises ``Conflict`` naming both states when no single action gets there from here.
+    Raises ``Conflict`` naming both states when no single action gets there from here, and
+    ``BadRequest`` when the target needs a resize the request does not ask for.
     """
     row = normalise(requested)
     if current == row.target:
         return None
+    if row.by_resize:
+        if resizing:
+            return None
+        raise BadRequest(
+            f"status {row.target} is reached by resizing the VM: send 'flavor' (the new flavor) with it "
+            f"(the VM is {current})"
+        )
     action = row.actions.get(current)
     if action is None:
         allowed = ", ".join(sorted(row.actions))

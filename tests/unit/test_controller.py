@@ -253,6 +253,34 @@ def test_status_active_confirms_a_pending_resize(call, cloud):
     assert cloud.servers[server["id"]]["status"] == "ACTIVE"
 
 
+def test_status_verify_resize_with_flavor_resizes_and_stops_there(call, cloud):
+    """The seed's update statuses include VERIFY_RESIZE: the first step of the two-step resize."""
+    server = cloud.add_server("haproxy")
+    status = status_of(call("update", name="haproxy", status="VERIFY_RESIZE", flavor="2", wait=5))
+    assert status["vm_actions"] == ["resize"] and status["vm_status"] == "VERIFY_RESIZE"
+    assert status["vm_flavor"] == "2"
+    again = status_of(call("update", name="haproxy", status="VERIFY_RESIZE", flavor="2"))
+    assert again["vm_actions"] == [] and again["vm_status"] == "VERIFY_RESIZE"  # not confirmed
+    assert cloud.servers[server["id"]]["status"] == "VERIFY_RESIZE"
+
+
+def test_status_verify_resize_alone(call, cloud):
+    cloud.add_server("haproxy")
+    error = call("update", name="haproxy", status="VERIFY_RESIZE")["error"]
+    assert "send 'flavor'" in error and "ACTIVE" in error
+    call("update", name="haproxy", flavor="2")
+    actions_before = len([r for r in cloud.requests() if "/action" in r])
+    status = status_of(call("update", name="haproxy", status="verify_resize"))
+    assert status["vm_actions"] == [] and status["vm_status"] == "VERIFY_RESIZE"
+    assert len([r for r in cloud.requests() if "/action" in r]) == actions_before  # already there: no call
+
+
+def test_status_verify_resize_refuses_confirm(call, cloud):
+    cloud.add_server("haproxy")
+    error = call("update", name="haproxy", status="VERIFY_RESIZE", flavor="2", confirm=True)["error"]
+    assert "stops before the confirmation" in error
+
+
 # -- delete ------------------------------------------------------------------------------------
 
 
