@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import pika
 
 from .broker import connection_parameters, login_user_id
-from .request import utc_timestamp
+from .timestamps import iso_now
 from .settings import BrokerSettings
 
 COLLECTION = "cloudmanagers"
@@ -36,14 +36,14 @@ def parse_attr(text: str) -> Tuple[str, Any]:
 def build_request(
     action: str, cm_id: str, attributes: Dict[str, Any], target: Optional[str]
 ) -> Dict[str, Any]:
-    """The request body, with a UTC ``timestamp`` and a ``uuids`` filter when targeted."""
+    """The request body, with a zone-aware ``timestamp`` and a ``uuids`` filter when targeted."""
     return {
         "action": action,
         "collection": COLLECTION,
         "id": cm_id,
         "attributes": attributes,
         "filters": {"uuids": [target]} if target else {},
-        "timestamp": utc_timestamp(),
+        "timestamp": iso_now(),
     }
 
 
@@ -67,8 +67,13 @@ class RpcClient:
     def _on_reply(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
         self._replies.append((properties.correlation_id, body, time.monotonic()))
 
-    def send(self, message: Dict[str, Any], exchange: str, routing_key: str) -> Tuple[str, float]:
-        """Publish ``message``; return its correlation id and the time it was sent."""
+    def send(self, message: Dict[str, Any], exchange: str, routing_key: str, expires_in: float) -> Tuple[str, float]:
+        """Publish ``message``; return its correlation id and the time it was sent.
+
+        The AMQP ``timestamp`` says when, whatever the zones of sender and agent; ``expiration``
+        makes the broker drop the request if no agent took it within ``expires_in`` seconds,
+        when nobody waits for its reply any more.
+        """
         correlation_id = str(uuidlib.uuid4())
         properties = pika.BasicProperties(
             content_type="application/json",
@@ -76,6 +81,8 @@ class RpcClient:
             reply_to=self._reply_queue,
             user_id=self._user_id,
             headers={"reply_exchange": ""},
+            timestamp=int(time.time()),
+            expiration=str(max(1, int(expires_in * 1000))),
         )
         sent = time.monotonic()
         try:

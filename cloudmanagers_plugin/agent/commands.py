@@ -122,7 +122,7 @@ def run_call(args: argparse.Namespace) -> int:
         print(f"error: cannot reach the broker at {settings.broker.describe()}: {err!r}", file=sys.stderr)
         return EXIT_BROKER
     try:
-        correlation_id, sent = client.send(message, exchange, routing_key)
+        correlation_id, sent = client.send(message, exchange, routing_key, timeout)
         replies = client.replies(correlation_id, timeout)
         return _print_ping(replies, sent, timeout, args.json) if ping else _print_reply(replies, timeout, args.json)
     except pika.exceptions.AMQPError as err:

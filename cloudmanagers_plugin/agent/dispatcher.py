@@ -72,7 +72,7 @@ class Dispatcher:
             delivery.summary = summary
             finish(delivery, answer, "duplicate")
             return
-        decision = self._gate.admit(delivery.body, delivery.properties.user_id)
+        decision = self._gate.admit(delivery.body, delivery.properties.user_id, delivery.properties.timestamp)
         delivery.summary = decision.summary
         if decision.request is None:
             self._remember(key, delivery.summary, decision.answer)

@@ -7,13 +7,16 @@ permission check so a replayed old request is refused whoever sent it.
 """
 
 import json
+import time
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any, Dict, Optional
 
 from ..protocol import make_response
 from .filters import HostFilter
 from .permissions import Permissions
-from .request import InvalidRequest, Request, age_seconds, decode, read_filters, validate
+from .request import InvalidRequest, Request, decode, read_filters, validate
+from .timestamps import BadTimestamp, sent_at
 
 _SHOWN = 80  # longest cloud manager id / VM name / error copied into a log line
 
@@ -81,15 +84,17 @@ class Gate:
         host_filter: HostFilter,
         permissions: Optional[Permissions],
         max_request_age: float,
+        legacy_zone: Optional[tzinfo] = None,
     ) -> None:
         self.agent_uuid = agent_uuid
         self._collection = collection
         self._filter = host_filter
         self._permissions = permissions
         self._max_age = max_request_age
+        self._legacy_zone = legacy_zone
 
-    def admit(self, body: bytes, user: Optional[str]) -> Decision:
-        """Decide what happens to one request body sent by ``user``."""
+    def admit(self, body: bytes, user: Optional[str], amqp_timestamp: Optional[int] = None) -> Decision:
+        """Decide what happens to one request body sent by ``user`` (with this AMQP timestamp property)."""
         message: Dict[str, Any] = {}
         summary = Summary(user=_short(user) or "-")
         try:
@@ -98,7 +103,7 @@ class Gate:
             if not self._filter.matches(read_filters(message)):
                 return Decision(summary, answer=SILENT)
             request = validate(message)
-            self._check(request, user)
+            self._check(request, user, amqp_timestamp)
         except InvalidRequest as refused:
             reply = make_response(
                 self.agent_uuid,
@@ -109,25 +114,33 @@ class Gate:
             return Decision(summary, answer=answer_from(reply))
         return Decision(summary, request=request)
 
-    def _check(self, request: Request, user: Optional[str]) -> None:
+    def _check(self, request: Request, user: Optional[str], amqp_timestamp: Optional[int]) -> None:
         if request.collection != self._collection:
             raise InvalidRequest(
                 f"The resource [{_short(request.collection)}] does not exist "
                 f"(this agent serves '{self._collection}')"
             )
-        timestamp = request.message.get("timestamp")
-        if self._max_age and timestamp is not None:
-            age = age_seconds(timestamp)
-            if abs(age) > self._max_age:
-                when = f"{age:.0f} s old" if age > 0 else f"{-age:.0f} s in the future (timestamps are UTC)"
-                raise InvalidRequest(
-                    f"request not run: its timestamp is {when}, beyond max_request_age "
-                    f"{self._max_age:.0f} s"
-                )
+        self._check_age(request.message.get("timestamp"), amqp_timestamp)
         if self._permissions and not self._permissions.allows(
             user, request.collection, request.cm_id, request.action
         ):
             raise InvalidRequest(
                 f"permission denied: user '{_short(user)}' may not {_short(request.action)} "
                 f"{request.collection} '{_short(request.cm_id)}'"
+            )
+
+    def _check_age(self, body_timestamp: Optional[str], amqp_timestamp: Optional[int]) -> None:
+        """Refuse a request older (or further in the future) than max_request_age, when its age is known."""
+        try:
+            sent = sent_at(body_timestamp, amqp_timestamp, self._legacy_zone)
+        except BadTimestamp as bad:
+            raise InvalidRequest(str(bad)) from None
+        if not self._max_age or sent is None:
+            return
+        age = time.time() - sent.epoch
+        if abs(age) > self._max_age:
+            when = f"{age:.0f} s old" if age > 0 else f"{-age:.0f} s in the future"
+            raise InvalidRequest(
+                f"request not run: it is {when} by its {sent.source}, beyond max_request_age "
+                f"{self._max_age:.0f} s (check the sender's clock)"
             )

@@ -6,13 +6,10 @@ the agent can read ``filters`` before judging the rest: a broadcast that does no
 agent must not draw an error reply from it.
 """
 
-import calendar
 import json
-import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
-TIMESTAMP_FORMAT = "%d/%m/%y %H:%M:%S"
 
 class InvalidRequest(Exception):
     """The request cannot be run; the text says why and goes into the error reply."""
@@ -89,24 +86,5 @@ def validate(message: Dict[str, Any]) -> Request:
     _require_type(merged, "attributes", (dict,), "an object")
     _require_type(merged, "monitor", (bool,), "true or false")
     if "timestamp" in merged:
-        _require_type(merged, "timestamp", (str,), f"a string formatted {TIMESTAMP_FORMAT}")
+        _require_type(merged, "timestamp", (str,), "a string")
     return Request(merged)
-
-
-def age_seconds(timestamp: str, now: Optional[float] = None) -> float:
-    """How old a ``%d/%m/%y %H:%M:%S`` timestamp is, reading it as UTC (negative: future).
-
-    synapse-client writes local time with ``strftime``; the sender's zone is not in the message,
-    so the agent reads UTC (what ``cloudmanagers call`` sends). A legacy client must therefore
-    run with ``TZ=UTC``, or the age check be disabled with ``max_request_age = 0``.
-    """
-    try:
-        sent = calendar.timegm(time.strptime(timestamp, TIMESTAMP_FORMAT))
-    except ValueError:
-        raise InvalidRequest(f"'timestamp' must be formatted {TIMESTAMP_FORMAT} (UTC)") from None
-    return (time.time() if now is None else now) - sent
-
-
-def utc_timestamp(now: Optional[float] = None) -> str:
-    """The current time in the request ``timestamp`` format, in UTC."""
-    return time.strftime(TIMESTAMP_FORMAT, time.gmtime(time.time() if now is None else now))

@@ -16,6 +16,7 @@ from .handback import Handback
 from .ordered_pool import OrderedPool
 from .permissions import Permissions
 from .settings import AgentSettings, safe_summary
+from .timestamps import legacy_zone
 
 LOG = logging.getLogger("cloudmanagers_plugin.agent")
 
@@ -35,7 +36,7 @@ class AgentService:
         self._pool = OrderedPool(settings.workers)
         gate = Gate(
             agent_uuid, controller.__resource__, HostFilter(agent_uuid), permissions,
-            settings.max_request_age,
+            settings.max_request_age, legacy_zone(settings.legacy_timestamp_zone),
         )
         dispatcher = Dispatcher(
             gate, controller, self._pool, AnswerCache(settings.reply_cache_size),

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from ..errors import ConfigError
+from .timestamps import legacy_zone
 
 DEFAULT_AGENT_CONFIG = "/etc/synapse-agent/synapse-agent.conf"
 
@@ -71,6 +72,7 @@ class AgentSettings:
     publish_routing_key: str = _option("")
     workers: int = _option(8, "agent")
     max_request_age: float = _option(300.0, "agent")
+    legacy_timestamp_zone: str = _option("", "agent")
     declare: bool = _option(True, "agent")
     permissions: str = _option("", "agent")
     uuid_file: str = _option("/var/lib/synapse-agent/cloudmanagers-agent.uuid", "agent")
@@ -122,6 +124,10 @@ def _check(settings: AgentSettings) -> None:
     bad = [name for name, ok in rules.items() if not ok]
     if bad:
         raise ConfigError(f"out of range: {', '.join(bad)}")
+    try:
+        legacy_zone(settings.legacy_timestamp_zone)
+    except ValueError as err:
+        raise ConfigError(f"[agent] legacy_timestamp_zone: {err}") from None
 
 
 def load_settings(path: Optional[str] = None) -> AgentSettings:

@@ -122,8 +122,12 @@ class Requester:
     def send(
         self, message: Any, routing_key: str, exchange: str = "", correlation_id: Optional[str] = None,
         reply: bool = True, headers: Any = "default", reply_to: Optional[str] = None, user_id: str = "guest",
+        timestamp: Optional[int] = None,
     ) -> str:
-        """Publish ``message`` (dict: JSON-encoded; bytes: as is); return its correlation id."""
+        """Publish ``message`` (dict: JSON-encoded; bytes: as is); return its correlation id.
+
+        ``timestamp`` is the AMQP timestamp property (seconds since the epoch).
+        """
         correlation_id = correlation_id or str(uuidlib.uuid4())
         body = message if isinstance(message, bytes) else json.dumps(message).encode()
         properties = pika.BasicProperties(
@@ -131,6 +135,7 @@ class Requester:
             reply_to=reply_to or (self.queue if reply else None),
             headers={"reply_exchange": ""} if headers == "default" else headers,
             user_id=user_id,
+            timestamp=timestamp,
         )
         self.channel.basic_publish(exchange, routing_key, body, properties)
         return correlation_id

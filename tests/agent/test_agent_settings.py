@@ -80,6 +80,7 @@ level = debug
     ("[agent]\nworkers = 0\n", "workers"),
     ("[rabbitmq]\nport = 70000\n", "port"),
     ("[log]\nlevel = LOUD\n", "level"),
+    ("[agent]\nlegacy_timestamp_zone = Mars/Olympus\n", "legacy_timestamp_zone: 'Mars/Olympus' is not a time zone"),
     ("not an ini file", "cannot parse"),
 ])
 def test_bad_values_are_reported(tmp_path, text, message):
