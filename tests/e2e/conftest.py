@@ -36,13 +36,17 @@ def sections(facts):
 
 @pytest.fixture(scope="session")
 def e2e_config(facts, tmp_path_factory):
-    """The devcloud's two sections, one from its clouds.yaml, and one with a wrong password."""
+    """The devcloud's two sections, one from its clouds.yaml, one with a wrong password, and one
+    that protects running VMs from delete."""
     with open(facts["cloudmanagers_conf"], encoding="utf-8") as handle:
         text = handle.read()
     demo = facts["credentials"]["demo"]
     text += (f"\n[devcloud_yaml]\ncm_type = openstack\ncloud = devcloud\nclouds_yaml = {facts['clouds_yaml']}\n"
              f"\n[wrongpw]\ncm_type = openstack\nkeystone_base_url = {facts['auth_url']}\n"
-             f"project_name = {demo['project_name']}\nusername = {demo['username']}\npassword = not-the-password\n")
+             f"project_name = {demo['project_name']}\nusername = {demo['username']}\npassword = not-the-password\n"
+             f"\n[devcloud_protected]\ncm_type = openstack\nkeystone_base_url = {facts['auth_url']}\n"
+             f"project_name = {demo['project_name']}\nusername = {demo['username']}\npassword = {demo['password']}\n"
+             "protect_running = true\n")
     path = tmp_path_factory.mktemp("e2e") / "cloudmanagers.conf"
     path.write_text(text)
     os.chmod(path, 0o600)

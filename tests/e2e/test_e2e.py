@@ -60,6 +60,9 @@ def test_every_seed_example(agent, nova, facts, sections, seed_key, vm_name, fla
 
     assert_seed_reply("shutdown", send("shutdown", name=vm_name), cm)
     assert settle(nova, server_id, "SHUTOFF") == ("SHUTOFF", "m1.tiny")
+    stopped = ok(send("VM details", name=vm_name))   # no console: an empty port, the reason apart
+    assert (stopped["vm_vnc_port"], stopped["vm_console_url"]) == ("", None)
+    assert stopped["vm_console_unavailable"] == "the VM is SHUTOFF"
 
     resized = send("resize", name=vm_name)
     assert_seed_reply("resize", resized, cm)
@@ -138,6 +141,32 @@ def test_resize_and_confirm_in_one_message(agent, nova, admin_nova, sections, ta
     status = ok(agent.call("update", sections["v3"], name="e2e-table", flavor=target, confirm=True, wait=90))
     assert status["vm_actions"] == ["resize", "confirm_resize"] and status["vm_status"] == "ACTIVE"
     assert settle(nova, table_vm, "ACTIVE") == ("ACTIVE", target)
+
+
+def test_status_verify_resize_is_the_first_resize_step(agent, nova, admin_nova, sections, table_vm):
+    _put_in(nova, admin_nova, table_vm, "ACTIVE")
+    assert "send 'flavor'" in agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE")["error"]
+    target = "m1.small" if settle(nova, table_vm)[1] != "m1.small" else "m1.tiny"
+    status = ok(agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE", flavor=target,
+                           wait=90))
+    assert status["vm_actions"] == ["resize"] and status["vm_status"] == "VERIFY_RESIZE"
+    assert settle(nova, table_vm, "VERIFY_RESIZE") == ("VERIFY_RESIZE", target)
+    again = ok(agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE"))
+    assert again["vm_actions"] == [] and again["vm_status"] == "VERIFY_RESIZE"   # already there: no call
+    assert settle(nova, table_vm, "VERIFY_RESIZE") == ("VERIFY_RESIZE", target)
+
+
+def test_seed_delete_of_a_running_vm(agent, nova, facts, sections, vm_name):
+    """The documented delete removes an ACTIVE VM; a section with protect_running refuses it."""
+    cm = sections["v3"]
+    server_id = ok(agent.call("create", cm, name=vm_name, flavor="1", image=facts["image_id"], wait=90))["vm_id"]
+    assert settle(nova, server_id, "ACTIVE")[0] == "ACTIVE"
+    assert "protect_running" in agent.call("delete", "devcloud_protected", name=vm_name)["error"]
+    assert settle(nova, server_id)[0] == "ACTIVE"
+    deleted = agent.call(**_as_call(example("delete", cm, name=vm_name)))
+    assert_seed_reply("delete", deleted, cm)
+    assert (deleted["status"]["deleted"], deleted["status"]["vm_status"]) == (True, "ACTIVE")
+    assert settle(nova, server_id, "DELETED")[0] == "DELETED"
 
 
 # -- several sections, failures ------------------------------------------------------------------
