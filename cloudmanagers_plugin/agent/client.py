@@ -67,12 +67,14 @@ class RpcClient:
     def _on_reply(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
         self._replies.append((properties.correlation_id, body, time.monotonic()))
 
-    def send(self, message: Dict[str, Any], exchange: str, routing_key: str, expires_in: float) -> Tuple[str, float]:
+    def send(
+        self, message: Dict[str, Any], exchange: str, routing_key: str, expires_in: Optional[float] = None
+    ) -> Tuple[str, float]:
         """Publish ``message``; return its correlation id and the time it was sent.
 
-        The AMQP ``timestamp`` says when, whatever the zones of sender and agent; ``expiration``
-        makes the broker drop the request if no agent took it within ``expires_in`` seconds,
-        when nobody waits for its reply any more.
+        The AMQP ``timestamp`` says when, whatever the zones of sender and agent; with
+        ``expires_in``, the ``expiration`` makes the broker drop the request if no agent took it
+        within that many seconds, when nobody waits for its reply any more.
         """
         correlation_id = str(uuidlib.uuid4())
         properties = pika.BasicProperties(
@@ -82,7 +84,7 @@ class RpcClient:
             user_id=self._user_id,
             headers={"reply_exchange": ""},
             timestamp=int(time.time()),
-            expiration=str(max(1, int(expires_in * 1000))),
+            expiration=None if expires_in is None else str(max(1, int(expires_in * 1000))),
         )
         sent = time.monotonic()
         try:
