@@ -99,12 +99,13 @@ def test_custom_resources_alone_loads_nothing(dropin, tmp_path):
 
 
 def test_missing_openstack_library_keeps_the_agent_up(dropin, tmp_path):
-    """Without keystoneauth1 (nor novaclient, keystoneclient) the plugin still imports and
+    """Without keystoneauth1 (nor novaclient, keystoneclient, nor pika and PyYAML, which the
+    plugin needs only for clouds.yaml and the standalone agent) the plugin still imports and
     registers; a request that needs OpenStack answers which library to install."""
     conf = write_cloudmanagers_conf(tmp_path / "cloudmanagers.conf", ("alpha",))
     read_vms = {**READ_ALL, "id": "alpha"}
     report = load_like_synapse(tmp_path, dropin, [READ_ALL, read_vms], env={"CLOUDMANAGERS_CONF": str(conf)},
-                               missing=("keystoneauth1", "novaclient", "keystoneclient"))
+                               missing=("keystoneauth1", "novaclient", "keystoneclient", "pika", "yaml"))
     assert report["registered"] == ["cloudmanagers"]
     listed, failed = report["replies"]
     assert listed["status"] == {"cloudmanagers": ["alpha"]}

@@ -8,8 +8,10 @@ import textwrap
 
 import pytest
 
+from cloudmanagers_plugin.config import ConfigFile
 from cloudmanagers_plugin.drivers import driver_class
 from cloudmanagers_plugin.errors import MissingLibrary
+from conftest import LEGACY_SECTION, write_config
 
 OPENSTACK = ("keystoneauth1", "novaclient", "keystoneclient")
 
@@ -57,3 +59,14 @@ def test_missing_library_is_an_error_reply(call, monkeypatch):
     reply = call("read")
     assert reply["status"] == {} and "pip install keystoneauth1" in reply["error"]
     assert call("read", "")["status"] == {"cloudmanagers": ["test_os"]}  # what needs no driver still works
+
+
+def test_clouds_yaml_without_pyyaml_is_a_section_error(tmp_path, monkeypatch):
+    (tmp_path / "clouds.yaml").write_text("clouds: {}\n")
+    path = write_config(tmp_path / "c.conf", LEGACY_SECTION + "\n[from_yaml]\ncm_type = openstack\ncloud = x\n"
+                        f"clouds_yaml = {tmp_path / 'clouds.yaml'}\n")
+    monkeypatch.setitem(sys.modules, "yaml", None)
+    config = ConfigFile(path)
+    with pytest.raises(MissingLibrary, match="PyYAML.*pip install PyYAML"):
+        config.get("from_yaml")
+    assert config.get("test_os").username == "demo"  # the other sections keep working
