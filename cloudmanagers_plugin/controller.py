@@ -9,6 +9,7 @@ import base64
 import binascii
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from . import states
@@ -21,6 +22,7 @@ from .host import ResourcesController
 LOG = logging.getLogger(__name__)
 
 MAX_WAIT = 3600.0
+MAX_CONSOLE_LINES = 10000
 CONFIRM_WAIT = 600.0  # how long ``confirm: true`` waits for VERIFY_RESIZE when no ``wait`` is given
 RESIZABLE = ("ACTIVE", "SHUTOFF")
 _JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
@@ -128,7 +130,12 @@ class CloudmanagersController(ResourcesController):
         name = _text(attributes, "name", required=False)
         if name is None:
             return {"cloudmanagers": res_id, "url": config.url, "VMs": driver.list_server_names()}
-        return self._details(res_id, config, driver, driver.find_server(name))
+        lines = _count(attributes, "consolelog", MAX_CONSOLE_LINES)
+        server = driver.find_server(name)
+        details = self._details(res_id, config, driver, server)
+        if lines:
+            details["vm_console_log"] = driver.console_log(server.id, lines)
+        return details
 
     def create(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
         """Boot a VM; a VM already bearing the name is an error and nothing is created."""
@@ -155,7 +162,8 @@ class CloudmanagersController(ResourcesController):
                 "vm_id": server.id}
 
     def update(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
-        """Change a VM's state (``status``) and/or resize it (``flavor``, ``confirm``, ``revert``)."""
+        """Change a VM's state (``status``), resize it (``flavor``, ``confirm``, ``revert``), and the
+        day-2 actions: ``metadata`` (null removes a key), ``tags`` (replace), ``rename``, ``snapshot``."""
         attributes = attributes or {}
         _, driver = self._section(res_id)
         name = _text(attributes, "name")
@@ -163,31 +171,61 @@ class CloudmanagersController(ResourcesController):
         flavor_ref = _text(attributes, "flavor", required=False)
         confirm = _flag(attributes, "confirm")
         revert = _flag(attributes, "revert")
+        day2 = _day2(attributes)
         wait = _wait(attributes)
-        if not (requested or flavor_ref or revert):
-            raise BadRequest("update needs 'status' and/or 'flavor' (or 'revert': true)")
+        if not (requested or flavor_ref or revert or day2):
+            raise BadRequest("update needs 'status' and/or 'flavor' (or 'revert': true), or a day-2 action: "
+                             "'snapshot', 'metadata', 'tags', 'rename'")
         row = states.normalise(requested) if requested else None
         stop_at_verify = bool(row and row.by_resize)
         if stop_at_verify and (confirm or revert):
             raise BadRequest(f"status {row.target} stops before the confirmation: send it without 'confirm' and 'revert'")
         flavor = driver.find_flavor(flavor_ref) if flavor_ref else None
         server = driver.find_server(name)
+        if day2.rename and day2.rename != server.name and driver.servers_named(day2.rename):
+            raise Conflict(f"cannot rename VM '{server.name}': a VM named '{day2.rename}' already exists on '{res_id}'")
         reply: Status = {"cloudmanager": res_id, "vm_name": server.name, "vm_id": server.id}
-        actions = []
+        actions = self._edit(driver, server, day2)
+        if day2.rename:
+            reply["vm_name"] = day2.rename
         if row:
             action = states.plan(server.status, requested, resizing=flavor is not None)
             if action:
                 driver.set_state(server.id, action)
                 actions.append(action)
                 if wait:
-                    server = driver.wait_for_status(server.id, {row.final_status}, wait)
+                    server = driver.wait_for_status(server.id, row.final_statuses, wait)
         if flavor or revert:
             server, action = self._resize(driver, server, flavor, confirm, revert, wait, stop_at_verify)
             actions.extend(action)
             reply["vm_flavor"] = flavor.id if flavor else driver.flavor_id(server.flavor_name)
+        if day2.snapshot:
+            reply["image_id"] = driver.snapshot(server.id, day2.snapshot)
+            actions.append("snapshot")
+            reply["image_status"] = (driver.wait_for_image(reply["image_id"], wait) if wait
+                                     else driver.image_status(reply["image_id"]))
         reply["vm_status"] = server.status
         reply["vm_actions"] = actions
         return reply
+
+    @staticmethod
+    def _edit(driver: CloudDriver, server: Server, day2: "Day2") -> list:
+        """Metadata, tags and name: changes that need no particular VM state, run first."""
+        actions = []
+        if day2.metadata_set:
+            driver.set_metadata(server.id, day2.metadata_set)
+            actions.append("set_metadata")
+        removed = [key for key in day2.metadata_remove if key in server.metadata]
+        if removed:
+            driver.delete_metadata(server.id, removed)
+            actions.append("delete_metadata")
+        if day2.tags is not None and sorted(day2.tags) != sorted(server.tags):
+            driver.set_tags(server.id, list(day2.tags))
+            actions.append("set_tags")
+        if day2.rename and day2.rename != server.name:
+            driver.rename(server.id, day2.rename)
+            actions.append("rename")
+        return actions
 
     def delete(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
         """Delete a VM, running or not, as documented.
@@ -347,6 +385,18 @@ def _flag(attributes: Dict[str, Any], key: str, present_means_true: bool = False
     raise BadRequest(f"attribute '{key}' must be true or false, got {_json_type(value)} {value!r}"[:200])
 
 
+def _count(attributes: Dict[str, Any], key: str, most: int) -> Optional[int]:
+    """A whole number from 1 to ``most`` (a JSON number or digits)."""
+    value = attributes.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        raise BadRequest(f"attribute '{key}' must be a whole number of lines, got {_json_type(value)}")
+    if not 1 <= int(value) <= most:
+        raise BadRequest(f"attribute '{key}' must be between 1 and {most}")
+    return int(value)
+
+
 def _wait(attributes: Dict[str, Any]) -> Optional[float]:
     """``wait``: seconds to wait for the VM's final state (absent or 0: answer at once)."""
     value = attributes.get("wait")
@@ -404,6 +454,40 @@ def _create_options(attributes: Dict[str, Any]) -> CreateOptions:
         config_drive=_flag(attributes, "config_drive"),
         description=_text(attributes, "description", required=False),
         server_group=_text(attributes, "server_group", required=False),
+    )
+
+
+@dataclass(frozen=True)
+class Day2:
+    """The day-2 attributes of an ``update``, type-checked."""
+
+    metadata_set: Dict[str, str]
+    metadata_remove: Tuple[str, ...]
+    tags: Optional[Tuple[str, ...]]
+    rename: Optional[str]
+    snapshot: Optional[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.metadata_set or self.metadata_remove or self.tags is not None or self.rename
+                    or self.snapshot)
+
+
+def _day2(attributes: Dict[str, Any]) -> Day2:
+    metadata = attributes.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise BadRequest(f"attribute 'metadata' must be an object of strings (null removes a key), "
+                         f"got {_json_type(metadata)}")
+    metadata = metadata or {}
+    removed = tuple(sorted(key for key, value in metadata.items() if value is None))
+    tags = attributes.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)):
+        raise BadRequest(f"attribute 'tags' must be a list of strings (empty removes them all), got {_json_type(tags)}")
+    return Day2(
+        metadata_set=_metadata({"metadata": {k: v for k, v in metadata.items() if v is not None}}),
+        metadata_remove=removed,
+        tags=tuple(tags) if tags is not None else None,
+        rename=_text(attributes, "rename", required=False),
+        snapshot=_text(attributes, "snapshot", required=False),
     )
 
 

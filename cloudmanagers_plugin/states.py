@@ -8,7 +8,7 @@ table, as Ansible's ``server_action`` does, instead of an ``if`` ladder.
 """
 
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 from .errors import BadRequest, Conflict
 
@@ -17,19 +17,29 @@ from .errors import BadRequest, Conflict
 class Transition:
     """How to reach one target state.
 
-    A VM whose status already equals ``target`` needs no call (for REBOOT and HARD_REBOOT that
-    means a reboot is already under way); ``settles_to`` is the status it ends in. A target
-    ``by_resize`` is reached by resizing the VM (the request's ``flavor``), by no state action.
+    A VM whose status already equals ``target`` (or one of ``equivalents``) needs no call (for
+    REBOOT and HARD_REBOOT that means a reboot is already under way); ``settles_to`` is the
+    status it ends in, and ``final_statuses`` every status ``wait`` accepts as done (a shelved VM
+    is SHELVED, or SHELVED_OFFLOADED once Nova has freed its host). A target ``by_resize`` is
+    reached by resizing the VM (the request's ``flavor``), by no state action.
     """
 
     target: str
     actions: Mapping[str, str]  # current Nova status -> driver action
     settles_to: str = ""
     by_resize: bool = False
+    equivalents: Tuple[str, ...] = ()
 
     @property
     def final_status(self) -> str:
         return self.settles_to or self.target
+
+    @property
+    def final_statuses(self) -> Tuple[str, ...]:
+        return (self.final_status, *self.equivalents)
+
+    def reached(self, status: str) -> bool:
+        return status == self.target or status in self.equivalents
 
 
 TRANSITIONS: Mapping[str, Transition] = {
@@ -37,12 +47,18 @@ TRANSITIONS: Mapping[str, Transition] = {
     for row in (
         Transition(
             "ACTIVE",
-            {"PAUSED": "unpause", "SUSPENDED": "resume", "SHUTOFF": "start", "VERIFY_RESIZE": "confirm_resize"},
+            {"PAUSED": "unpause", "SUSPENDED": "resume", "SHUTOFF": "start", "VERIFY_RESIZE": "confirm_resize",
+             "SHELVED": "unshelve", "SHELVED_OFFLOADED": "unshelve"},
         ),
         Transition("PAUSED", {"ACTIVE": "pause"}),
         Transition("SUSPENDED", {"ACTIVE": "suspend"}),
         Transition("SHUTOFF", {"ACTIVE": "stop", "ERROR": "stop"}),
         Transition("REBOOT", {"ACTIVE": "reboot_soft"}, settles_to="ACTIVE"),
+        Transition(
+            "SHELVED",
+            {status: "shelve" for status in ("ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED")},
+            equivalents=("SHELVED_OFFLOADED",),
+        ),
         Transition(
             "HARD_REBOOT",
             {status: "reboot_hard" for status in ("ACTIVE", "PAUSED", "SUSPENDED", "SHUTOFF", "ERROR", "REBOOT")},
@@ -68,6 +84,9 @@ ALIASES: Mapping[str, str] = {
     "stopped": "SHUTOFF",
     "rebooting": "REBOOT",
     "hard-reboot": "HARD_REBOOT",
+    "shelve": "SHELVED",
+    "shelved_offloaded": "SHELVED",
+    "unshelve": "ACTIVE",
     "reboot_hard": "HARD_REBOOT",
 }
 
@@ -89,7 +108,7 @@ def plan(current: str, requested: str, resizing: bool = False) -> Optional[str]:
     ``BadRequest`` when the target needs a resize the request does not ask for.
     """
     row = normalise(requested)
-    if current == row.target:
+    if row.reached(current):
         return None
     if row.by_resize:
         if resizing:

@@ -58,7 +58,12 @@ ACTIONS = {
     "resize": (("ACTIVE", "SHUTOFF"), "VERIFY_RESIZE"),
     "confirmResize": (("VERIFY_RESIZE",), None),
     "revertResize": (("VERIFY_RESIZE",), None),
+    "shelve": (("ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"), "SHELVED_OFFLOADED"),
+    "unshelve": (("SHELVED", "SHELVED_OFFLOADED"), "ACTIVE"),
+    "createImage": (("ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"), None),
+    "os-getConsoleOutput": (("ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED", "ERROR"), None),
 }
+CONSOLE = [f"boot line {n}" for n in range(1, 21)]
 
 
 def _microversion(request) -> tuple:
@@ -88,6 +93,7 @@ class FakeCloud:
         self.tokens_issued = 0
         self.next_status: Dict[str, str] = {}  # server name -> status a create ends in
         self.created_bodies: List[dict] = []  # every POST /servers body, as sent
+        self.snapshot_status = "active"  # what a new snapshot image shows in Glance
         self.server_groups = [{"id": "7b0c0d7e-0000-4000-8000-000000000001", "name": "spread",
                                "policies": ["anti-affinity"]}]
         mocker.post(f"{KEYSTONE}/v3/auth/tokens", json=self._token, status_code=201,
@@ -99,6 +105,11 @@ class FakeCloud:
         mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), json=self._action)
         mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/remote-consoles$"), json=self._console)
         mocker.delete(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+$"), json=self._delete)
+        mocker.put(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+$"), json=self._update)
+        mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/metadata$"), json=self._set_metadata)
+        mocker.delete(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/metadata/[^/]+$"), json=self._delete_metadata)
+        mocker.put(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/tags$"), json=self._set_tags)
+        mocker.get(re.compile(rf"^{re.escape(GLANCE)}/v2/images/[^/?]+$"), json=self._image)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/flavors/detail(\?.*)?$"), json=self._flavors)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/os-keypairs(\?.*)?$"), json=self._keypairs)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/os-server-groups(\?.*)?$"),
@@ -247,7 +258,15 @@ class FakeCloud:
             final = server.pop("previous")[1]
         elif name == "revertResize":
             server["flavor"], final = server.pop("previous")
-        server["status"] = final
+        elif name == "createImage":
+            image = {"id": str(uuid.uuid4()), "name": argument["name"], "status": self.snapshot_status}
+            self.images.append(image)
+            context.status_code = 202
+            return {"image_id": image["id"]}
+        elif name == "os-getConsoleOutput":
+            context.status_code = 200
+            return {"output": "\n".join(CONSOLE[-int(argument.get("length") or len(CONSOLE)):]) + "\n"}
+        server["status"] = final or server["status"]
         context.status_code = 202
         return None
 
@@ -293,7 +312,39 @@ class FakeCloud:
         items = {"networks": self.networks, "subnets": self.subnets, "security-groups": self.security_groups}
         return self._paged(request, items[collection], key, f"{NEUTRON}/v2.0/{collection}")
 
+    def _update(self, request, context):
+        server = self._find(request)
+        server.update(json.loads(request.body)["server"])
+        return {"server": server}
+
+    def _set_metadata(self, request, context):
+        server = self._find(request)
+        server["metadata"].update(json.loads(request.body)["metadata"])
+        return {"metadata": server["metadata"]}
+
+    def _delete_metadata(self, request, context):
+        server = self._find(request)
+        key = urlparse(request.url).path.rsplit("/", 1)[1]
+        if key not in server["metadata"]:
+            return self._error(context, 404, f"Metadata item was not found")
+        del server["metadata"][key]
+        context.status_code = 204
+        return None
+
+    def _set_tags(self, request, context):
+        server = self._find(request)
+        server["tags"] = json.loads(request.body)["tags"]
+        return {"tags": server["tags"]}
+
     # -- glance --------------------------------------------------------------------------
+
+    def _image(self, request, context):
+        image_id = urlparse(request.url).path.rsplit("/", 1)[1]
+        found = next((i for i in self.images if i["id"] == image_id), None)
+        if found is None:
+            context.status_code = 404
+            return {"message": "404 Not Found", "code": "404 Not Found", "title": "Not Found"}
+        return dict(found, status=found.get("status", "active"))
 
     def _images(self, request, context):
         query = parse_qs(urlparse(request.url).query)

@@ -9,12 +9,13 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 from ..config import CloudManagerConfig
-from ..errors import Conflict, NotFound, ServerFault, WaitTimeout
+from ..errors import BackendError, Conflict, NotFound, ServerFault, WaitTimeout
 
 DELETED = "DELETED"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,61 @@ class CloudDriver(ABC):
     def console(self, server: Server) -> Console:
         """The VM's remote console, or a Console whose ``reason`` says why there is none."""
 
+    @abstractmethod
+    def set_metadata(self, server_id: str, metadata: Mapping[str, str]) -> None:
+        """Set (add or overwrite) these metadata keys of the VM."""
+
+    @abstractmethod
+    def delete_metadata(self, server_id: str, keys: List[str]) -> None:
+        """Remove these metadata keys of the VM."""
+
+    @abstractmethod
+    def set_tags(self, server_id: str, tags: List[str]) -> None:
+        """Replace the VM's tags."""
+
+    @abstractmethod
+    def rename(self, server_id: str, name: str) -> None:
+        """Give the VM a new name."""
+
+    @abstractmethod
+    def snapshot(self, server_id: str, image_name: str) -> str:
+        """Start an image of the VM; returns the new image's id."""
+
+    @abstractmethod
+    def image_status(self, image_id: str) -> str:
+        """The image's status (queued, saving, active, killed...; ``deleted`` once gone)."""
+
+    @abstractmethod
+    def console_log(self, server_id: str, lines: int) -> str:
+        """The last ``lines`` lines of the VM's console output."""
+
+    def wait_for_image(self, image_id: str, timeout: float) -> str:
+        """Poll until the image is active; BackendError if it fails, WaitTimeout if it takes longer."""
+        last = {"status": ""}
+
+        def active() -> Optional[str]:
+            last["status"] = self.image_status(image_id)
+            if last["status"] in ("killed", "deleted", "deactivated"):
+                raise BackendError(f"the snapshot image {image_id} went to {last['status']}")
+            return last["status"] if last["status"] == "active" else None
+
+        return self._poll(active, timeout, lambda: WaitTimeout(
+            f"the snapshot image {image_id} is still {last['status']} after {timeout:g} s; expected active"))
+
+    def _poll(self, check: Callable[[], Optional[T]], timeout: float, timed_out: Callable[[], Exception]) -> T:
+        """Call ``check`` until it returns something, sleeping ``first_poll`` doubling to ``max_poll``."""
+        deadline = time.monotonic() + timeout
+        interval = self.first_poll
+        while True:
+            found = check()
+            if found is not None:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise timed_out()
+            time.sleep(min(interval, remaining))
+            interval = min(interval * 2, self.max_poll)
+
     def find_server(self, name_or_id: str) -> Server:
         """The one VM with exactly this name, or this id; NotFound or Conflict otherwise."""
         if is_uuid(name_or_id):
@@ -209,25 +265,28 @@ class CloudDriver(ABC):
         accept other states (e.g. auto-confirmed resizes). The poll interval grows from
         ``first_poll`` to ``max_poll`` so short transitions answer fast and long ones cost few calls.
         """
-        deadline = time.monotonic() + timeout
-        interval = self.first_poll
-        while True:
+        last = [Server(id=server_id, name="", status="UNKNOWN")]
+
+        def settled() -> Optional[Server]:
             try:
                 server = self.get_server(server_id)
             except NotFound:
                 server = Server(id=server_id, name="", status=DELETED)
+            last[0] = server
             if (server.status in targets and not server.task_state) or (done and done(server)):
                 return server
             if server.status in failures and not server.task_state:  # e.g. ERROR -> stop is under way
                 raise ServerFault(
                     f"VM {server.name or server_id} went to {server.status}: {server.fault or 'Nova gave no fault message'}"
                 )
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise WaitTimeout(
-                    f"VM {server.name or server_id} is still {server.status}"
-                    f"{' (' + server.task_state + ')' if server.task_state else ''} after {timeout:g} s; "
-                    f"expected {' or '.join(sorted(targets))}"
-                )
-            time.sleep(min(interval, remaining))
-            interval = min(interval * 2, self.max_poll)
+            return None
+
+        def timed_out() -> WaitTimeout:
+            server = last[0]
+            return WaitTimeout(
+                f"VM {server.name or server_id} is still {server.status}"
+                f"{' (' + server.task_state + ')' if server.task_state else ''} after {timeout:g} s; "
+                f"expected {' or '.join(sorted(targets))}"
+            )
+
+        return self._poll(settled, timeout, timed_out)

@@ -16,7 +16,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from keystoneauth1 import adapter as ks_adapter
@@ -54,6 +54,8 @@ _ACTIONS = {
     "reboot_hard": lambda servers, sid: servers.reboot(sid, "HARD"),
     "confirm_resize": lambda servers, sid: servers.confirm_resize(sid),
     "revert_resize": lambda servers, sid: servers.revert_resize(sid),
+    "shelve": lambda servers, sid: servers.shelve(sid),
+    "unshelve": lambda servers, sid: servers.unshelve(sid),
 }
 
 
@@ -281,6 +283,37 @@ class OpenStackDriver(CloudDriver):
         with self._translate(f"{action.replace('_', ' ')} VM {server_id}"):
             _ACTIONS[action](self._nova.servers, server_id)
         self._consoles.pop(server_id, None)
+
+    def set_metadata(self, server_id: str, metadata: Mapping[str, str]) -> None:
+        with self._translate(f"set metadata of VM {server_id}"):
+            self._nova.servers.set_meta(server_id, dict(metadata))
+
+    def delete_metadata(self, server_id: str, keys: List[str]) -> None:
+        with self._translate(f"remove metadata of VM {server_id}"):
+            self._nova.servers.delete_meta(server_id, keys)
+
+    def set_tags(self, server_id: str, tags: List[str]) -> None:
+        with self._translate(f"set the tags of VM {server_id}"):
+            self._nova.servers.set_tags(server_id, tags)
+
+    def rename(self, server_id: str, name: str) -> None:
+        with self._translate(f"rename VM {server_id} to '{name}'"):
+            self._nova.servers.update(server_id, name=name)
+
+    def snapshot(self, server_id: str, image_name: str) -> str:
+        with self._translate(f"snapshot VM {server_id}"):
+            return str(self._nova.servers.create_image(server_id, image_name))  # microversion >= 2.45: the image id
+
+    def image_status(self, image_id: str) -> str:
+        try:
+            with self._translate(f"read image {image_id}"):
+                return self._image.get(f"/v2/images/{image_id}").json().get("status", "unknown")
+        except NotFound:
+            return "deleted"
+
+    def console_log(self, server_id: str, lines: int) -> str:
+        with self._translate(f"read the console log of VM {server_id}"):
+            return str(self._nova.servers.get_console_output(server_id, length=lines))
 
     def resize(self, server_id: str, flavor: Flavor) -> None:
         with self._translate(f"resize VM {server_id} to flavor {flavor.name}"):

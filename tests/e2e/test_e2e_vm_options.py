@@ -143,3 +143,56 @@ def test_unknown_network_lists_what_exists_and_creates_nothing(rpc, sections, no
                 security_groups=["nosuch"])["error"]
     assert "no security group 'nosuch' (available: default, web)" in error
     assert not [s for s in nova.servers.list() if s.name == vm_name]
+
+
+# -- day-2 actions -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def day2_vm(rpc, sections, nova, vm_name):
+    created = ok(rpc("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake", wait=90))
+    yield created["vm_id"]
+    rpc("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
+
+
+def test_shelve_and_unshelve(rpc, sections, nova, day2_vm):
+    status = ok(rpc("update", sections["v3"], name=day2_vm, status="shelve", wait=90))
+    assert status["vm_actions"] == ["shelve"] and status["vm_status"] in ("SHELVED", "SHELVED_OFFLOADED")
+    assert settle(nova, day2_vm)[0] in ("SHELVED", "SHELVED_OFFLOADED")
+    assert ok(rpc("update", sections["v3"], name=day2_vm, status="SHELVED"))["vm_actions"] == []
+    status = ok(rpc("update", sections["v3"], name=day2_vm, status="ACTIVE", wait=90))
+    assert status["vm_actions"] == ["unshelve"] and status["vm_status"] == "ACTIVE"
+    assert settle(nova, day2_vm, "ACTIVE")[0] == "ACTIVE"
+
+
+def test_snapshot_with_wait(rpc, sections, demo_session, facts, day2_vm, vm_name):
+    status = ok(rpc("update", sections["v3"], name=day2_vm, snapshot=f"{vm_name}-snap", wait=90))
+    try:
+        assert status["vm_actions"] == ["snapshot"] and status["image_status"] == "active"
+        image = demo_session.get(f"{facts['endpoints']['image'].rstrip('/')}/v2/images/{status['image_id']}").json()
+        assert (image["name"], image["status"]) == (f"{vm_name}-snap", "active")  # Glance itself
+    finally:
+        demo_session.delete(f"{facts['endpoints']['image'].rstrip('/')}/v2/images/{status['image_id']}")
+
+
+def test_metadata_tags_and_rename(rpc, sections, nova, day2_vm, vm_name):
+    status = ok(rpc("update", sections["v3"], name=day2_vm, metadata={"role": "db", "tier": "2"}, tags=["x", "y"]))
+    assert status["vm_actions"] == ["set_metadata", "set_tags"]
+    status = ok(rpc("update", sections["v3"], name=day2_vm, metadata={"tier": None}, tags=["z"],
+                    rename=f"{vm_name}-renamed"))
+    assert status["vm_actions"] == ["delete_metadata", "set_tags", "rename"]
+    server = nova.servers.get(day2_vm)
+    assert (server.metadata, server.tags, server.name) == ({"role": "db"}, ["z"], f"{vm_name}-renamed")
+    other = ok(rpc("create", sections["v3"], name=f"{vm_name}-other", flavor="1", image="cirros-fake"))
+    try:
+        error = rpc("update", sections["v3"], name=day2_vm, rename=f"{vm_name}-other")["error"]
+        assert f"a VM named '{vm_name}-other' already exists" in error
+        assert nova.servers.get(day2_vm).name == f"{vm_name}-renamed"
+    finally:
+        rpc("delete", sections["v3"], name=other["vm_id"], force=True, wait=60)
+
+
+def test_console_log(rpc, sections, nova, day2_vm):
+    status = ok(rpc("read", sections["v3"], name=day2_vm, consolelog=2))
+    assert status["vm_console_log"] == nova.servers.get_console_output(day2_vm, length=2)
+    assert status["vm_console_log"].splitlines() == ["ANOTHER", "LAST LINE"]  # Nova's fake driver's output
