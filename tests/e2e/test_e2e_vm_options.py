@@ -23,8 +23,9 @@ def rpc(agent):
     client = RpcClient(load_settings(agent.agent_config).broker)
 
     def send(action, cm_id, timeout=120, **attributes):
-        correlation_id, _ = client.send(build_request(action, cm_id, attributes, agent.uuid), "", agent.uuid)
-        for reply, _arrived in client.replies(correlation_id, timeout + float(attributes.get("wait", 0))):
+        timeout += float(attributes.get("wait", 0))
+        correlation_id, _ = client.send(build_request(action, cm_id, attributes, agent.uuid), "", agent.uuid, timeout)
+        for reply, _arrived in client.replies(correlation_id, timeout):
             return reply
         raise AssertionError(f"no reply to {action} {attributes}")
 
