@@ -44,3 +44,12 @@ class WaitTimeout(CloudManagerError):
 
 class MissingLibrary(ConfigError):
     """A Python library that a driver needs is not installed where the plugin runs."""
+
+
+class RateLimited(BackendError):
+    """OpenStack answered 429 (or 503) with ``Retry-After``: it asks the client to come back later."""
+
+    def __init__(self, message: str, status: int, retry_after: float):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after

@@ -127,6 +127,15 @@ class FakeCloud:
 
     # -- bookkeeping ---------------------------------------------------------------------
 
+    def throttle(self, method: str, pattern: str, handler, times: int = 1, status: int = 429,
+                 retry_after: Optional[str] = "1", then_status: int = 200) -> None:
+        """Answer ``status`` with ``Retry-After`` to the next ``times`` matching requests, then as ``handler``."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        limited = {"status_code": status, "headers": headers,
+                   "json": {"overLimit": {"code": status, "message": "This request was rate-limited."}}}
+        self.mocker.register_uri(method, re.compile(pattern), [limited] * times
+                                 + [{"json": handler, "status_code": then_status}])
+
     def count(self, service: Optional[str] = None) -> int:
         """Requests seen so far, for one service ('keystone', 'nova', 'glance') or all."""
         ports = {"keystone": 5000, "nova": 8774, "glance": 9292, "neutron": 9696}

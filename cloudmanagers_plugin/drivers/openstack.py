@@ -8,7 +8,9 @@ Speed by design:
   details read is one GET; flavors are cached (they change rarely) to give their ids.
 - An exact-name lookup asks Nova's (regex) ``name`` filter for ``^name$`` and re-checks
   the names client-side, so no VM list is scanned.
-All errors are turned into project errors in one place: ``_translate``.
+Every request goes through ``_call``: errors are turned into project errors in one place
+(``_translate``), and a rate-limited answer (``ratelimit``) is waited out and sent again when the
+request is safe to repeat.
 """
 
 import logging
@@ -16,7 +18,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
 from urllib.parse import parse_qs, urlencode, urlparse
 
 from keystoneauth1 import adapter as ks_adapter
@@ -27,12 +29,17 @@ from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
 
 from ..config import CloudManagerConfig
-from ..errors import AuthError, BackendError, BadRequest, CloudManagerError, Conflict, NotFound
+from ..errors import AuthError, BackendError, BadRequest, CloudManagerError, Conflict, NotFound, RateLimited
 from . import views
 from .base import CloudDriver, Console, CreateOptions, Flavor, Server, is_uuid
 from .catalog import Catalog
+from .ratelimit import raise_when_limited
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+# ``_call``'s ``repeat``: True (safe to send again), False (never), or a check run before sending
+# again that returns the result if the first request did take effect after all.
+Repeat = Union[bool, Callable[[], Any]]
 
 PAGE_SIZE = 1000
 FLAVOR_CACHE_SECONDS = 600.0
@@ -74,6 +81,7 @@ class OpenStackDriver(CloudDriver):
         )
         verify = False if config.insecure else (config.cacert or True)
         self._session = ks_session.Session(auth=auth, verify=verify, timeout=config.timeout)
+        self._session.session.hooks["response"].append(raise_when_limited)
         endpoint = {"interface": config.interface, "region_name": config.region_name}
         self._nova = nova_client.Client(
             config.compute_api_version,
@@ -98,7 +106,42 @@ class OpenStackDriver(CloudDriver):
         self._server_group_names = Catalog("server group", self._list_server_groups, NAME_CACHE_SECONDS)
         self._image_ids: Dict[str, Tuple[float, str]] = {}
 
-    # -- errors -------------------------------------------------------------------------
+    # -- errors and rate limits -----------------------------------------------------------
+
+    def _call(self, doing: str, request: Callable[[], T], repeat: Repeat = True) -> T:
+        """Run one OpenStack request with its errors translated.
+
+        A rate-limited answer (429/503 with ``Retry-After``) is waited out and the request sent
+        again while the next try starts within the section's ``timeout`` of the first, if
+        ``repeat`` allows it: reads and the idempotent actions repeat; a create first checks
+        whether its VM exists after all (``repeat`` is that check), so it is never sent twice
+        blindly; a snapshot or a resize is not repeated.
+        """
+        started = time.monotonic()
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                with self._translate(doing):
+                    return request()
+            except RateLimited as limited:
+                waited = time.monotonic() - started
+                if repeat is False or waited + limited.retry_after > self.config.timeout:
+                    raise RateLimited(
+                        f"cloud manager '{self.config.name}': OpenStack rate-limited the request to {doing} "
+                        f"(HTTP {limited.status}, {tries} {'try' if tries == 1 else 'tries'} over {waited:.1f} s) "
+                        f"and asks to retry after {limited.retry_after:g} s"
+                        + ("" if repeat is not False else "; it was not sent again: it is not safe to repeat"),
+                        status=limited.status, retry_after=limited.retry_after,
+                    ) from None
+                LOG.warning("cloud manager '%s': rate-limited (HTTP %s) while trying to %s; again in %g s",
+                            self.config.name, limited.status, doing, limited.retry_after)
+                time.sleep(limited.retry_after)
+                if callable(repeat):
+                    done = repeat()
+                    if done is not None:
+                        return done
+
 
     @contextmanager
     def _translate(self, doing: str) -> Iterator[None]:
@@ -152,8 +195,7 @@ class OpenStackDriver(CloudDriver):
     # -- identity -----------------------------------------------------------------------
 
     def authenticate(self) -> None:
-        with self._translate("authenticate"):
-            self._session.get_token()
+        self._call("authenticate", self._session.get_token)
 
     # -- servers ------------------------------------------------------------------------
 
@@ -162,14 +204,12 @@ class OpenStackDriver(CloudDriver):
         return [server["name"] for server in self._nova_pages("list VMs", "/servers", "servers")]
 
     def get_server(self, server_id: str) -> Server:
-        with self._translate(f"read VM {server_id}"):
-            _, body = self._nova.client.get(f"/servers/{server_id}")
+        _, body = self._call(f"read VM {server_id}", lambda: self._nova.client.get(f"/servers/{server_id}"))
         return views.server(body["server"])
 
     def servers_named(self, name: str) -> List[Server]:
         query = urlencode({"name": f"^{re.escape(name)}$"})  # Nova's name filter is a regex
-        with self._translate(f"look up VM '{name}'"):
-            _, body = self._nova.client.get(f"/servers/detail?{query}")
+        _, body = self._call(f"look up VM '{name}'", lambda: self._nova.client.get(f"/servers/detail?{query}"))
         return [views.server(s) for s in body.get("servers", []) if s.get("name") == name]
 
     # -- paging -------------------------------------------------------------------------
@@ -178,8 +218,8 @@ class OpenStackDriver(CloudDriver):
         """Every item of a paged Nova list: one request per page, following the ``<key>_links`` marker."""
         query["limit"] = PAGE_SIZE
         while True:
-            with self._translate(doing):
-                _, body = self._nova.client.get(f"{path}?{urlencode(query)}")
+            url = f"{path}?{urlencode(query)}"
+            _, body = self._call(doing, lambda: self._nova.client.get(url))
             yield from body.get(key) or []
             marker = _next_marker(body.get(f"{key}_links"))
             if not marker:
@@ -190,8 +230,8 @@ class OpenStackDriver(CloudDriver):
         """Every item of a Neutron list: one request per page, following the ``<key>_links`` next link."""
         url: Optional[str] = f"/v2.0/{collection}?{urlencode({**query, 'limit': PAGE_SIZE})}"
         while url:
-            with self._translate(doing):
-                body = self._network.get(url).json()
+            page = url
+            body = self._call(doing, lambda: self._network.get(page).json())
             items = body.get(key) or []
             yield from items
             url = _next_href(body.get(f"{key}_links")) if items else None
@@ -219,20 +259,17 @@ class OpenStackDriver(CloudDriver):
 
     def list_security_groups(self) -> List[Dict]:
         """The project's own groups (what Nova accepts by name), not every group an admin could see."""
-        with self._translate("authenticate"):
-            project_id = self._session.get_project_id()
+        project_id = self._call("authenticate", self._session.get_project_id)
         pages = self._neutron_pages("list security groups", "security-groups", "security_groups",
                                     project_id=project_id)
         return [views.security_group(body) for body in pages]
 
     def list_zones(self) -> List[str]:
-        with self._translate("list availability zones"):
-            _, body = self._nova.client.get("/os-availability-zone")
+        _, body = self._call("list availability zones", lambda: self._nova.client.get("/os-availability-zone"))
         return views.zones(body)
 
     def limits(self) -> Dict[str, Dict[str, Optional[int]]]:
-        with self._translate("read the project's limits"):
-            _, body = self._nova.client.get("/limits")
+        _, body = self._call("read the project's limits", lambda: self._nova.client.get("/limits"))
         return views.limits(body)
 
     def create_server(
@@ -247,8 +284,7 @@ class OpenStackDriver(CloudDriver):
         groups = [_by_name(self._group_names, ref, where) for ref in options.security_groups]
         zone = self._zone_names.find(options.availability_zone, where) if options.availability_zone else None
         group = _by_name(self._server_group_names, options.server_group, where) if options.server_group else None
-        with self._translate(f"create VM '{name}'"):
-            created = self._nova.servers.create(
+        created = self._call(f"create VM '{name}'", lambda: self._nova.servers.create(
                 name=name,
                 image=image_id,
                 flavor=flavor.id,
@@ -262,7 +298,7 @@ class OpenStackDriver(CloudDriver):
                 description=options.description,
                 scheduler_hints={"group": group} if group else None,
                 tags=list(options.tags) or None,
-            )
+            ), repeat=lambda: next(iter(self.servers_named(name)), None))
         # Nova answers 202 once the instance record exists in BUILD: no need to read it back.
         return Server(id=created.id, name=name, status="BUILD", flavor_name=flavor.name, vcpus=flavor.vcpus)
 
@@ -275,53 +311,47 @@ class OpenStackDriver(CloudDriver):
         return [{"net-id": _by_name(self._network_names, ref, where)} for ref in refs]
 
     def _list_server_groups(self) -> List[Tuple[str, str]]:
-        with self._translate("list server groups"):
-            _, body = self._nova.client.get(f"/os-server-groups?limit={PAGE_SIZE}")
+        _, body = self._call("list server groups", lambda: self._nova.client.get(f"/os-server-groups?limit={PAGE_SIZE}"))
         return [(group["id"], group.get("name", "")) for group in body.get("server_groups") or []]
 
     def set_state(self, server_id: str, action: str) -> None:
-        with self._translate(f"{action.replace('_', ' ')} VM {server_id}"):
-            _ACTIONS[action](self._nova.servers, server_id)
+        self._call(f"{action.replace('_', ' ')} VM {server_id}", lambda: _ACTIONS[action](self._nova.servers, server_id))
         self._consoles.pop(server_id, None)
 
     def set_metadata(self, server_id: str, metadata: Mapping[str, str]) -> None:
-        with self._translate(f"set metadata of VM {server_id}"):
-            self._nova.servers.set_meta(server_id, dict(metadata))
+        self._call(f"set metadata of VM {server_id}", lambda: self._nova.servers.set_meta(server_id, dict(metadata)))
 
     def delete_metadata(self, server_id: str, keys: List[str]) -> None:
-        with self._translate(f"remove metadata of VM {server_id}"):
-            self._nova.servers.delete_meta(server_id, keys)
+        self._call(f"remove metadata of VM {server_id}", lambda: self._nova.servers.delete_meta(server_id, keys))
 
     def set_tags(self, server_id: str, tags: List[str]) -> None:
-        with self._translate(f"set the tags of VM {server_id}"):
-            self._nova.servers.set_tags(server_id, tags)
+        self._call(f"set the tags of VM {server_id}", lambda: self._nova.servers.set_tags(server_id, tags))
 
     def rename(self, server_id: str, name: str) -> None:
-        with self._translate(f"rename VM {server_id} to '{name}'"):
-            self._nova.servers.update(server_id, name=name)
+        self._call(f"rename VM {server_id} to '{name}'", lambda: self._nova.servers.update(server_id, name=name))
 
     def snapshot(self, server_id: str, image_name: str) -> str:
-        with self._translate(f"snapshot VM {server_id}"):
-            return str(self._nova.servers.create_image(server_id, image_name))  # microversion >= 2.45: the image id
+        # microversion >= 2.45 answers the image id; a second createImage would make a second image
+        return str(self._call(f"snapshot VM {server_id}",
+                              lambda: self._nova.servers.create_image(server_id, image_name), repeat=False))
 
     def image_status(self, image_id: str) -> str:
         try:
-            with self._translate(f"read image {image_id}"):
-                return self._image.get(f"/v2/images/{image_id}").json().get("status", "unknown")
+            body = self._call(f"read image {image_id}", lambda: self._image.get(f"/v2/images/{image_id}").json())
+            return body.get("status", "unknown")
         except NotFound:
             return "deleted"
 
     def console_log(self, server_id: str, lines: int) -> str:
-        with self._translate(f"read the console log of VM {server_id}"):
-            return str(self._nova.servers.get_console_output(server_id, length=lines))
+        return str(self._call(f"read the console log of VM {server_id}",
+                              lambda: self._nova.servers.get_console_output(server_id, length=lines)))
 
     def resize(self, server_id: str, flavor: Flavor) -> None:
-        with self._translate(f"resize VM {server_id} to flavor {flavor.name}"):
-            self._nova.servers.resize(server_id, flavor.id)
+        self._call(f"resize VM {server_id} to flavor {flavor.name}",
+                   lambda: self._nova.servers.resize(server_id, flavor.id), repeat=False)
 
     def delete(self, server_id: str) -> None:
-        with self._translate(f"delete VM {server_id}"):
-            self._nova.servers.delete(server_id)
+        self._call(f"delete VM {server_id}", lambda: self._nova.servers.delete(server_id))
         self._consoles.pop(server_id, None)
 
     # -- flavors ------------------------------------------------------------------------
@@ -357,12 +387,12 @@ class OpenStackDriver(CloudDriver):
     def list_images(self) -> List[Dict]:
         images: List[Dict] = []
         path = f"/v2/images?limit={PAGE_SIZE}"
-        with self._translate("list images"):
-            base = self._image.get_endpoint().rstrip("/")
-            while path:
-                body = self._image.get(path).json()
-                images.extend(views.image(base, image) for image in body.get("images", []))
-                path = body.get("next")
+        base = self._call("list images", self._image.get_endpoint).rstrip("/")
+        while path:
+            page = path
+            body = self._call("list images", lambda: self._image.get(page).json())
+            images.extend(views.image(base, image) for image in body.get("images", []))
+            path = body.get("next")
         return images
 
     def find_image(self, name_or_id: str) -> str:
@@ -372,8 +402,8 @@ class OpenStackDriver(CloudDriver):
         cached = self._image_ids.get(name_or_id)
         if cached and cached[0] > time.monotonic():
             return cached[1]
-        with self._translate(f"look up image '{name_or_id}'"):
-            found = self._image.get("/v2/images?" + urlencode({"name": name_or_id})).json().get("images", [])
+        found = self._call(f"look up image '{name_or_id}'", lambda: self._image.get(
+            "/v2/images?" + urlencode({"name": name_or_id})).json()).get("images", [])
         if not found:
             raise NotFound(f"cloud manager '{self.config.name}': no image named '{name_or_id}'")
         if len(found) > 1:
@@ -394,8 +424,8 @@ class OpenStackDriver(CloudDriver):
         if cached and cached[0] > now:
             return cached[1]
         try:
-            with self._translate(f"get the console of VM {server.name}"):
-                body = self._nova.servers.get_console_url(server.id, "novnc")
+            body = self._call(f"get the console of VM {server.name}",
+                              lambda: self._nova.servers.get_console_url(server.id, "novnc"))
         except (Conflict, BadRequest, NotFound, BackendError) as exc:
             return Console(reason=str(exc))
         url = body["remote_console"]["url"]
