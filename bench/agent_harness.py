@@ -45,6 +45,12 @@ class LatencyDriver(CloudDriver):
     def list_server_names(self) -> List[str]:
         return []
 
+    def list_servers(self) -> List[Server]:
+        return []
+
+    def compute_max_version(self) -> str:
+        return "2.96"
+
     def find_flavor(self, name_or_id: str) -> Flavor:
         return Flavor(id="1", name=name_or_id, vcpus=1, ram=512, disk=1)
 

@@ -109,6 +109,7 @@ class ConfigFile:
         self._stamp: Optional[Tuple] = None
         self._path = ""
         self._sections: Dict[str, Union[CloudManagerConfig, ConfigError]] = {}
+        self._warnings: Dict[str, List[str]] = {}
         self._error: Optional[ConfigError] = None
 
     @property
@@ -136,6 +137,11 @@ class ConfigFile:
         self._refresh()
         return dict(self._sections)
 
+    def warnings(self) -> Dict[str, List[str]]:
+        """What is suspicious but not fatal, by section ("" for the file itself), for check-config."""
+        self._refresh()
+        return {key: list(found) for key, found in self._warnings.items()}
+
     def _refresh(self) -> None:
         path = resolve_path(self._explicit)
         try:
@@ -155,30 +161,45 @@ class ConfigFile:
                 raise self._error
 
     def _load(self, path: str, st: os.stat_result) -> None:
+        self._sections, self._warnings = {}, {}
         if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-            LOG.warning("%s is readable by other users and holds passwords: chmod 640 it", path)
+            self._warn("", f"{path} is readable by other users and holds passwords: chmod 640 it")
         parser = configparser.ConfigParser(interpolation=None)
         try:
             with open(path, encoding="utf-8") as handle:
                 parser.read_file(handle)
-        except (OSError, UnicodeDecodeError, configparser.Error) as exc:
+        except OSError as exc:
+            self._error = ConfigError(
+                f"{path}: cannot read the cloud managers file: {exc.strerror or exc} "
+                f"(uid {os.geteuid()} needs read access: give that user's group read access, mode 0640)"
+            )
+            return
+        except (UnicodeDecodeError, configparser.Error) as exc:
             self._error = ConfigError(f"{path}: not a valid INI file: {_first_line(exc)}")
-            self._sections = {}
             return
         self._error = None
-        self._sections = {}
         for name in parser.sections():
             if name.lower() == NOT_A_CLOUD_MANAGER:
                 continue
+            for key in _unknown_keys(parser[name]):
+                self._warn(name, f"{path}: section [{name}]: key '{key}' is unknown and ignored")
             try:
                 self._sections[name] = _section(path, name, parser[name])
             except ConfigError as exc:
                 self._sections[name] = exc
         LOG.info("loaded %d cloud manager(s) from %s", len(self._sections), path)
 
+    def _warn(self, section: str, text: str) -> None:
+        LOG.warning("%s", text)
+        self._warnings.setdefault(section, []).append(text)
+
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _unknown_keys(raw: configparser.SectionProxy) -> List[str]:
+    return [key for key in raw if key not in KNOWN_KEYS and key not in raw.parser.defaults()]
 
 
 def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManagerConfig:
@@ -187,9 +208,6 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
     def where(key: str) -> str:
         return f"{path}: section [{name}]: key '{key}'"
 
-    for key in raw:
-        if key not in KNOWN_KEYS and key not in raw.parser.defaults():
-            LOG.warning("%s is unknown and ignored", where(key))
     values: Dict[str, str] = {}
     if raw.get("cloud"):
         values.update(_from_clouds_yaml(raw["cloud"], raw.get("clouds_yaml"), where("cloud")))

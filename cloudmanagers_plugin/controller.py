@@ -128,6 +128,10 @@ class CloudmanagersController(ResourcesController):
                 status[key] = getattr(driver, verb)()
             return status
         name = _text(attributes, "name", required=False)
+        if name is None and _flag(attributes, "details"):
+            servers = driver.list_servers()  # the seed keys, plus each VM's id and state
+            return {"cloudmanagers": res_id, "url": config.url, "VMs": [server.name for server in servers],
+                    "servers": [{"id": s.id, "name": s.name, "status": s.status} for s in servers]}
         if name is None:
             return {"cloudmanagers": res_id, "url": config.url, "VMs": driver.list_server_names()}
         lines = _count(attributes, "consolelog", MAX_CONSOLE_LINES)

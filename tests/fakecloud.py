@@ -98,6 +98,8 @@ class FakeCloud:
                                "policies": ["anti-affinity"]}]
         mocker.post(f"{KEYSTONE}/v3/auth/tokens", json=self._token, status_code=201,
                     headers={"X-Subject-Token": TOKEN})
+        mocker.get(f"{NOVA}/", json={"version": {"id": "v2.1", "status": "CURRENT", "version": "2.96",
+                                                 "min_version": "2.1"}})
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers(\?.*)?$"), json=self._list)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers/detail(\?.*)?$"), json=self._detail)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers/[^/?]+$"), json=self._show)

@@ -6,10 +6,12 @@ always verifies the broker against ``cacertfile`` and a missing file stops the s
 """
 
 import os
+import socket
 import ssl
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import pika
+from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed, AMQPConnectorException
 from pika.credentials import ExternalCredentials, PlainCredentials
 
 from ..errors import ConfigError
@@ -63,3 +65,67 @@ def login_user_id(broker: BrokerSettings) -> Optional[str]:
     depending on ``ssl_cert_login_from``), which the agent cannot know for sure, so it is omitted.
     """
     return None if broker.ssl_auth else broker.username
+
+
+class Failure(NamedTuple):
+    """Why a connection attempt failed, in words; ``permanent`` when retrying cannot help."""
+
+    reason: str
+    permanent: bool
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """Unwrap pika's connection-workflow layers down to the error that happened."""
+    for _ in range(10):
+        if isinstance(error, AMQPConnectionWorkflowFailed) and error.exceptions:
+            error = error.exceptions[-1]
+        elif isinstance(error, AMQPConnectorException) and isinstance(getattr(error, "exception", None), BaseException):
+            error = error.exception
+        elif isinstance(error, pika.exceptions.AMQPConnectionError) and error.args and isinstance(
+            error.args[0], BaseException
+        ):
+            error = error.args[0]
+        else:
+            break
+    return error
+
+
+def _broker_text(error: BaseException) -> str:
+    """The broker's own words inside pika's 'Probable...Error' wrappers."""
+    text = str(error.args[0]) if error.args else ""
+    return text.replace("ConnectionClosedByBroker: ", "") or type(error).__name__
+
+
+def explain_connection_failure(error: Optional[BaseException], broker: BrokerSettings) -> Failure:
+    """What went wrong while connecting to the broker, and whether it can fix itself.
+
+    pika wraps the cause in several layers whose text is empty or a wall of class names; this
+    finds the cause and says it the way an operator needs it. A refused login or vhost is
+    permanent (waiting will not change a password); a refused port or an unknown host is not
+    (the broker or the DNS may come back).
+    """
+    cause = _root_cause(error) if error is not None else None
+    if isinstance(cause, pika.exceptions.ProbableAuthenticationError):
+        who = "the client certificate" if broker.ssl_auth else f"user '{broker.username}'"
+        return Failure(f"the broker refused the login of {who}: {_broker_text(cause)}; "
+                       "check [rabbitmq] username and password", True)
+    if isinstance(cause, pika.exceptions.ProbableAccessDeniedError):
+        return Failure(f"the broker denied access to vhost '{broker.vhost}': {_broker_text(cause)}; "
+                       "check [rabbitmq] vhost and the user's permissions on it", True)
+    if isinstance(cause, pika.exceptions.AuthenticationError):
+        return Failure(f"the broker offers no usable login mechanism ({cause}); check ssl_auth", True)
+    if isinstance(cause, socket.gaierror):
+        return Failure(f"cannot resolve the broker host '{broker.host}' ({cause.strerror}); check [rabbitmq] host",
+                       False)
+    if isinstance(cause, ConnectionRefusedError):
+        return Failure(f"connection refused on port {broker.effective_port}: is RabbitMQ running and listening there?",
+                       False)
+    if isinstance(cause, ssl.SSLError):
+        return Failure(f"TLS handshake failed ({cause.reason or cause}); check cacertfile and the broker certificate",
+                       False)
+    if isinstance(cause, OSError) and cause.strerror:
+        return Failure(cause.strerror, False)
+    if isinstance(cause, (pika.exceptions.AMQPHeartbeatTimeout, TimeoutError, socket.timeout)):
+        return Failure("no answer from the broker in time", False)
+    text = str(cause).strip() if cause is not None else ""
+    return Failure(text or (type(cause).__name__ if cause is not None else "connection closed"), False)

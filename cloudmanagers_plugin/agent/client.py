@@ -4,7 +4,8 @@ The request goes to the fanout exchange (every agent; ``filters`` pick the targe
 target, straight to that agent's queue through the default exchange. Replies come back to an
 exclusive auto-delete queue through the default exchange (``reply_exchange`` header ``""``) and
 are matched by correlation id. The publish is mandatory and confirmed, so "no agent queue by
-that name" is reported at once instead of after the whole timeout.
+that name" is reported at once instead of after the whole timeout. The request expires from the
+queue when the caller stops waiting, so a stopped agent does not run it minutes later unseen.
 """
 
 import json
@@ -21,11 +22,13 @@ from .settings import BrokerSettings
 COLLECTION = "cloudmanagers"
 
 
-def parse_attr(text: str) -> Tuple[str, Any]:
-    """``KEY=VALUE``; a JSON scalar value (``true``, ``5``, ``null``) is parsed, else kept as text."""
+def parse_attr(text: str, as_text: bool = False) -> Tuple[str, Any]:
+    """``KEY=VALUE``; a JSON scalar value (``true``, ``5``, ``null``) is parsed unless ``as_text``."""
     key, sep, raw = text.partition("=")
     if not sep or not key:
-        raise ValueError(f"--attr expects KEY=VALUE, got '{text}'")
+        raise ValueError(f"--{'string' if as_text else 'attr'} expects KEY=VALUE, got '{text}'")
+    if as_text:
+        return key, raw
     try:
         value = json.loads(raw)
     except ValueError:
@@ -49,6 +52,10 @@ def build_request(
 
 class NoRoute(Exception):
     """No queue received the request (no agent with that uuid, or none bound to the exchange)."""
+
+
+class NoExchange(Exception):
+    """The exchange the request was published to does not exist."""
 
 
 class RpcClient:
@@ -93,6 +100,10 @@ class RpcClient:
             )
         except pika.exceptions.UnroutableError:
             raise NoRoute() from None
+        except pika.exceptions.ChannelClosedByBroker as err:
+            if err.reply_code == 404:
+                raise NoExchange() from None
+            raise
         return correlation_id, sent
 
     def replies(self, correlation_id: str, timeout: float) -> Iterator[Tuple[Dict[str, Any], float]]:

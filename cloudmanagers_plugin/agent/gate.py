@@ -7,6 +7,7 @@ permission check so a replayed old request is refused whoever sent it.
 """
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import tzinfo
@@ -18,7 +19,7 @@ from .permissions import Permissions
 from .request import InvalidRequest, Request, decode, read_filters, validate
 from .timestamps import BadTimestamp, sent_at
 
-_SHOWN = 80  # longest cloud manager id / VM name / error copied into a log line
+_SHOWN = 80  # longest cloud manager id / VM name copied into a log line
 
 
 def _short(value: Any) -> str:
@@ -49,17 +50,24 @@ class Summary:
 
 @dataclass
 class Answer:
-    """The outcome of one request: the reply body (None: stay silent) and its log wording."""
+    """The outcome of one request: the reply body (None: stay silent), its log wording and level."""
 
     body: Optional[bytes]
     outcome: str
+    level: int = logging.INFO
 
 
 def answer_from(reply: Dict[str, Any]) -> Answer:
-    """Encode a reply envelope; the outcome is ``ok`` or the start of its error."""
+    """Encode a reply envelope; the outcome is ``ok`` or its whole error.
+
+    A refused or failed request logs at WARNING; an internal error (a bug: the reply says
+    "internal error ... see the agent's log") at ERROR, so ``journalctl -p`` finds both.
+    """
     error = reply.get("error")
-    outcome = "ok" if error is None else "error: " + _short(str(error))
-    return Answer(json.dumps(reply).encode("utf-8"), outcome)
+    if error is None:
+        return Answer(json.dumps(reply).encode("utf-8"), "ok")
+    level = logging.ERROR if str(error).startswith("internal error") else logging.WARNING
+    return Answer(json.dumps(reply).encode("utf-8"), f"error: {error}", level)
 
 
 @dataclass

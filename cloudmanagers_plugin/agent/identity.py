@@ -12,10 +12,26 @@ import uuid as uuidlib
 from ..errors import ConfigError
 
 
-def resolve_uuid(configured: str, state_file: str) -> str:
-    """Return ``configured`` if set, else the uuid stored in ``state_file``, else a new stored one."""
+def _checked(value: str, origin: str) -> str:
+    """The uuid names a durable queue: a typo would leave a stray queue behind, so refuse it."""
+    try:
+        canonical = str(uuidlib.UUID(value)) == value.lower()
+    except ValueError:
+        canonical = False
+    if not canonical:
+        raise ConfigError(
+            f"{origin} '{value}' is not a uuid (like {uuidlib.uuid4()}); it names the agent's queue"
+        )
+    return value
+
+
+def resolve_uuid(configured: str, state_file: str, origin: str = "[rabbitmq] uuid") -> str:
+    """Return ``configured`` if set, else the uuid stored in ``state_file``, else a new stored one.
+
+    ``origin`` says where ``configured`` came from (``--uuid`` or the file), for the error.
+    """
     if configured:
-        return configured
+        return _checked(configured, origin)
     try:
         with open(state_file, encoding="utf-8") as handle:
             stored = handle.read().strip()
@@ -23,7 +39,7 @@ def resolve_uuid(configured: str, state_file: str) -> str:
         stored = ""
     except OSError as err:
         raise ConfigError(f"cannot read the agent uuid file {state_file}: {err.strerror}") from None
-    return stored or _create(state_file)
+    return _checked(stored, f"the uuid in {state_file}") if stored else _create(state_file)
 
 
 def _create(state_file: str) -> str:

@@ -1,12 +1,23 @@
 """How ``cloudmanagers call`` prints replies: stable, aligned, readable by people and by scripts.
 
 A reply prints as two columns, fixed rows first (agent, cloud manager, result and, on failure,
-error), then the status keys in sorted order. Lists of objects (images) print as a table under
-their key; other nested values print as compact JSON. ``--json`` prints the raw reply instead.
+error), then the status keys in sorted order. Lists of objects (images, servers) print as a
+table of their plain columns, id and name first, as ``openstack ... list`` does (nested values
+such as image links only in ``--json``); other nested values print as compact JSON.
 """
 
 import json
+import re
 from typing import Any, Dict, List, Sequence, Tuple
+
+_FIRST_COLUMNS = ("id", "name", "status")
+# How an error names an attribute, and how the same thing is said on the ``call`` command line.
+_CLI_WORDING = (
+    (re.compile(r"\bsend force: true\b"), "pass --force"),
+    (re.compile(r"\(status: (\w+)\)"), r"(--status \1)"),
+    (re.compile(r"'?\b(revert|confirm)'?: true\b"), r"--attr \1=true"),
+    (re.compile(r"\battribute '(name|flavor|image|status|wait|force)'"), r"--\1"),
+)
 
 
 def _cell(value: Any) -> str:
@@ -32,7 +43,9 @@ def table(rows: Sequence[Sequence[str]], indent: str = "") -> str:
 
 
 def _object_list(key: str, items: List[Dict[str, Any]]) -> str:
-    columns = sorted({column for item in items for column in item})
+    plain = {column for item in items for column, value in item.items() if not isinstance(value, (list, dict))}
+    columns = [column for column in _FIRST_COLUMNS if column in plain]
+    columns += sorted(plain - set(columns))
     rows = [[column.upper() for column in columns]]
     rows += [[_cell(item.get(column)) for column in columns] for item in items]
     return f"{key} ({len(items)}):\n" + table(rows, indent="  ")
@@ -42,16 +55,28 @@ def _is_object_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(isinstance(item, dict) for item in value)
 
 
-def reply_text(reply: Dict[str, Any]) -> str:
-    """One reply as a key/value table (plus a table per list of objects)."""
-    status = reply.get("status") if isinstance(reply.get("status"), dict) else {}
+def cli_wording(error: str) -> str:
+    """An error reply's text with attributes named as ``cloudmanagers call`` options (``--force``)."""
+    for pattern, replacement in _CLI_WORDING:
+        error = pattern.sub(replacement, error)
+    return error
+
+
+def reply_text(reply: Dict[str, Any], cli: bool = False) -> str:
+    """One reply as a key/value table (plus a table per list of objects).
+
+    ``cli``: the request came from ``cloudmanagers call``, so the error names its options.
+    """
+    status = dict(reply["status"]) if isinstance(reply.get("status"), dict) else {}
+    if _is_object_list(status.get("servers")):
+        status.pop("VMs", None)  # the same VMs, with their ids and states
     rows: List[Tuple[str, str]] = [
         ("agent", _cell(reply.get("uuid"))),
         ("cloudmanager", _cell(reply.get("resource_id"))),
         ("result", "error" if "error" in reply else "ok"),
     ]
     if "error" in reply:
-        rows.append(("error", _cell(reply["error"])))
+        rows.append(("error", cli_wording(_cell(reply["error"])) if cli else _cell(reply["error"])))
     blocks = []
     fixed = dict(rows)
     for key in sorted(status):
@@ -70,6 +95,12 @@ def ping_text(replies: Sequence[Tuple[Dict[str, Any], float]], window: float) ->
     for reply, seconds in sorted(replies, key=lambda pair: str(pair[0].get("uuid"))):
         rows.append((_cell(reply.get("uuid")), _cell(reply.get("version")), f"{seconds * 1000:.0f}"))
     return table(rows) + f"\n{len(replies)} agent(s) answered within {window:g} s"
+
+
+def broadcast_summary(answered: int, errors: int, window: float) -> str:
+    """'2 agents answered, 1 error' (within the window)."""
+    agents = f"{answered} agent{'s' if answered != 1 else ''}"
+    return f"{agents} answered within {window:g} s, {errors} error{'s' if errors != 1 else ''}"
 
 
 def json_text(value: Any) -> str:

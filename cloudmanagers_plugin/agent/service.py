@@ -6,6 +6,7 @@ from typing import Any
 
 from pika.adapters.select_connection import IOLoop
 
+from ..version import __version__
 from .broker import connection_parameters, login_user_id
 from .consumer import Backoff, Consumer, Topology
 from .dedup import AnswerCache
@@ -15,6 +16,7 @@ from .gate import Gate
 from .handback import Handback
 from .ordered_pool import OrderedPool
 from .permissions import Permissions
+from .sdnotify import notify
 from .settings import AgentSettings, safe_summary
 from .timestamps import legacy_zone
 
@@ -50,10 +52,14 @@ class AgentService:
             publish_exchange=settings.publish_exchange,
             publish_routing_key=settings.publish_routing_key,
             user_id=login_user_id(settings.broker),
+            queue_arguments={"x-expires": int(settings.queue_expires * 1000)} if settings.queue_expires else {},
         )
         backoff = Backoff(settings.broker.retry_delay, settings.broker.connection_attempts)
-        self._consumer = Consumer(parameters, topology, dispatcher, self._ioloop, backoff)
-        LOG.info("agent %s starting: %s", agent_uuid, safe_summary(settings))
+        self._consumer = Consumer(
+            parameters, topology, dispatcher, self._ioloop, backoff, settings.broker,
+            on_consuming=lambda: notify(f"READY=1\nSTATUS=consuming from queue {agent_uuid}"),
+        )
+        LOG.info("cloudmanagers agent %s (uuid %s) starting: %s", __version__, agent_uuid, safe_summary(settings))
 
     def run(self) -> int:
         """Serve until stopped; return the exit code (0 after a requested stop)."""
@@ -65,6 +71,7 @@ class AgentService:
 
     def request_stop(self) -> None:
         """Ask for a graceful stop; safe from any thread and from a signal handler."""
+        notify("STOPPING=1")
         self._ioloop.add_callback_threadsafe(self._consumer.stop)
 
     def run_until_signalled(self) -> int:

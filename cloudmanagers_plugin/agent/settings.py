@@ -3,8 +3,9 @@
 Existing installations already have ``/etc/synapse-agent/synapse-agent.conf``; reading its
 ``[rabbitmq]`` section with the legacy keys and defaults lets the agent replace the old one in
 place. The agent's own options live in ``[agent]`` so the legacy sections keep their meaning.
-Keys the agent does not use (``status_exchange``, ``poller_delay``...) are ignored, as the
-legacy agent ignored most of them.
+Keys of the legacy file that the agent does not use (``status_exchange``, ``poller_delay``...)
+are ignored, as the legacy agent ignored most of them; any other key is probably a typo and is
+logged as a warning.
 """
 
 import configparser
@@ -13,12 +14,21 @@ import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
 from .timestamps import legacy_zone
 
+LOG = logging.getLogger(__name__)
+
 DEFAULT_AGENT_CONFIG = "/etc/synapse-agent/synapse-agent.conf"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Keys the legacy synapse agent reads from the same file: present in existing files, unused here.
+LEGACY_KEYS = {
+    "rabbitmq": {"csrfile", "fail_if_no_peer_cert", "status_exchange", "reply_exchange", "status_routing_key",
+                 "compliance_routing_key", "redelivery_timeout", "poller_delay"},
+    "log": {"logger_conf", "path", "pika_log_path"},
+}
 
 _TRUE = {"1", "y", "yes", "true", "on"}
 _FALSE = {"0", "n", "no", "false", "off", ""}
@@ -77,6 +87,7 @@ class AgentSettings:
     permissions: str = _option("", "agent")
     uuid_file: str = _option("/var/lib/synapse-agent/cloudmanagers-agent.uuid", "agent")
     reply_cache_size: int = _option(1024, "agent")
+    queue_expires: float = _option(0.0, "agent")
     log_level: str = _option("INFO", "log", key="level")
 
 
@@ -107,6 +118,25 @@ def _read_into(instance: Any, parser: configparser.ConfigParser, path: str) -> N
             setattr(instance, spec.name, _convert(parser.get(section, key), spec.type, where))
 
 
+def _known_keys() -> Dict[str, set]:
+    known: Dict[str, set] = {section: set(keys) for section, keys in LEGACY_KEYS.items()}
+    for instance in (BrokerSettings, AgentSettings):
+        for spec in dataclasses.fields(instance):
+            if "section" in spec.metadata:
+                known.setdefault(spec.metadata["section"], set()).add(spec.metadata["key"] or spec.name)
+    return known
+
+
+def unknown_keys(parser: configparser.ConfigParser, path: str) -> List[str]:
+    """'<file> [section] key' of each key in the agent's sections that nothing reads (typos)."""
+    known = _known_keys()
+    return [
+        f"{path} [{section}] {key}"
+        for section in known if parser.has_section(section)
+        for key in parser[section] if key not in known[section] and key not in parser.defaults()
+    ]
+
+
 def _check(settings: AgentSettings) -> None:
     """Reject values that would only fail later, far from their cause."""
     broker = settings.broker
@@ -119,7 +149,7 @@ def _check(settings: AgentSettings) -> None:
         "[agent] workers": settings.workers >= 1,
         "[agent] max_request_age": settings.max_request_age >= 0,
         "[agent] reply_cache_size": settings.reply_cache_size >= 1,
-        "[log] level": isinstance(logging.getLevelName(settings.log_level.upper()), int),
+        "[agent] queue_expires": settings.queue_expires >= 0,
     }
     bad = [name for name, ok in rules.items() if not ok]
     if bad:
@@ -128,6 +158,8 @@ def _check(settings: AgentSettings) -> None:
         legacy_zone(settings.legacy_timestamp_zone)
     except ValueError as err:
         raise ConfigError(f"[agent] legacy_timestamp_zone: {err}") from None
+    if settings.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"[log] level must be one of {', '.join(LOG_LEVELS)}, got '{settings.log_level}'")
 
 
 def load_settings(path: Optional[str] = None) -> AgentSettings:
@@ -135,16 +167,23 @@ def load_settings(path: Optional[str] = None) -> AgentSettings:
 
     With no ``path`` the default file is read if it exists (a missing default file means all
     defaults, like the legacy agent); a path given explicitly must exist, so a typo is not
-    silently replaced by defaults.
+    silently replaced by defaults. A file that exists but cannot be read or parsed is an error
+    either way: running on the defaults (guest, amq.fanout, a new uuid) would hide it.
     """
     chosen = path or DEFAULT_AGENT_CONFIG
     parser = configparser.ConfigParser(interpolation=None)
-    if path and not os.path.isfile(path):
+    if path and not os.path.exists(path):
         raise ConfigError(f"agent config file {path} does not exist")
-    try:
-        parser.read(chosen, encoding="utf-8")
-    except configparser.Error as err:
-        raise ConfigError(f"cannot parse {chosen}: {err}") from None
+    if os.path.exists(chosen):
+        try:
+            with open(chosen, encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except OSError as err:
+            raise ConfigError(f"cannot read the agent config file {chosen}: {err.strerror or err}") from None
+        except (configparser.Error, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot parse {chosen}: {err}") from None
+    for where in unknown_keys(parser, chosen):
+        LOG.warning("%s is unknown and ignored (a typo?)", where)
     settings = AgentSettings()
     _read_into(settings.broker, parser, chosen)
     _read_into(settings, parser, chosen)

@@ -104,6 +104,14 @@ class CloudDriver(ABC):
         """Names of every VM of the project, all pages."""
 
     @abstractmethod
+    def list_servers(self) -> List[Server]:
+        """Every VM of the project with its id and state, all pages."""
+
+    @abstractmethod
+    def compute_max_version(self) -> str:
+        """The highest API (micro)version the compute service offers: check-config's live check."""
+
+    @abstractmethod
     def servers_named(self, name: str) -> List[Server]:
         """Every VM whose name is exactly ``name`` (Nova names are not unique)."""
 

@@ -25,11 +25,14 @@ from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
+import novaclient
 from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
 
 from ..config import CloudManagerConfig
-from ..errors import AuthError, BackendError, BadRequest, CloudManagerError, Conflict, NotFound, RateLimited
+from ..errors import (
+    AuthError, BackendError, BadRequest, CloudManagerError, ConfigError, Conflict, NotFound, RateLimited,
+)
 from . import views
 from .base import CloudDriver, Console, CreateOptions, Flavor, Server, is_uuid
 from .catalog import Catalog
@@ -83,12 +86,21 @@ class OpenStackDriver(CloudDriver):
         self._session = ks_session.Session(auth=auth, verify=verify, timeout=config.timeout)
         self._session.session.hooks["response"].append(raise_when_limited)
         endpoint = {"interface": config.interface, "region_name": config.region_name}
-        self._nova = nova_client.Client(
-            config.compute_api_version,
-            session=self._session,
-            endpoint_override=config.compute_url,
-            endpoint_type=config.interface,
-            region_name=config.region_name,
+        try:
+            self._nova = nova_client.Client(
+                config.compute_api_version,
+                session=self._session,
+                endpoint_override=config.compute_url,
+                endpoint_type=config.interface,
+                region_name=config.region_name,
+            )
+        except nova_exc.UnsupportedVersion:
+            raise ConfigError(
+                f"{config.where('compute_api_version')} is {config.compute_api_version}, above what "
+                f"python-novaclient supports ({novaclient.API_MAX_VERSION.get_string()})"
+            ) from None
+        self._compute = ks_adapter.Adapter(
+            self._session, service_type="compute", endpoint_override=config.compute_url, **endpoint
         )
         self._image = ks_adapter.Adapter(self._session, service_type="image", **endpoint)
         self._network = ks_adapter.Adapter(self._session, service_type="network", **endpoint)
@@ -153,8 +165,14 @@ class OpenStackDriver(CloudDriver):
             raise
         except (nova_exc.Unauthorized, ks_exc.Unauthorized):
             raise AuthError(
-                f"{section}: Keystone at {self.config.auth_url} refused the credentials (401) while {doing}; "
+                f"{section}: Keystone at {self.config.auth_url} refused the credentials (401) of user "
+                f"'{self.config.username}' for project '{self.config.project_name}' (trying to {doing}); "
                 "check username, password, project and domains"
+            ) from None
+        except (ks_exc.DiscoveryFailure, ks_exc.InvalidResponse):
+            raise BackendError(
+                f"{section}: {self.config.auth_url} did not answer as a Keystone identity API (trying to {doing}); "
+                "check keystone_base_url: it must be Keystone's URL (usually port 5000, path /v3 or /identity/v3)"
             ) from None
         except (nova_exc.Forbidden, ks_exc.Forbidden) as exc:
             raise AuthError(f"{section}: not allowed to {doing} (403): {_message(exc)}") from None
@@ -168,7 +186,7 @@ class OpenStackDriver(CloudDriver):
             raise Conflict(f"{section}: quota or rate limit hit while trying to {doing}: {_message(exc)}") from None
         except ks_exc.EndpointNotFound:
             raise BackendError(
-                f"{section}: the service catalog has no endpoint for {doing} "
+                f"{section}: the service catalog has no endpoint to {doing} "
                 f"(interface {self.config.interface}, region {self.config.region_name or 'any'}); "
                 "check region_name and interface"
             ) from None
@@ -197,11 +215,28 @@ class OpenStackDriver(CloudDriver):
     def authenticate(self) -> None:
         self._call("authenticate", self._session.get_token)
 
+    def compute_max_version(self) -> str:
+        """The compute API's highest microversion: one GET of its version document."""
+        with self._translate("reach the compute API"):
+            body = self._compute.get("/").json()
+        version = (body.get("version") or {}).get("version")
+        if not version:
+            raise BackendError(
+                f"cloud manager '{self.config.name}': the compute endpoint "
+                f"{self.config.compute_url or '(from the catalog)'} did not answer as Nova's API v2.1; "
+                "check nova_base_url, or the catalog's compute endpoint"
+            )
+        return version
+
     # -- servers ------------------------------------------------------------------------
 
     def list_server_names(self) -> List[str]:
         """All pages of ``GET /servers`` (names only): one request per page."""
         return [server["name"] for server in self._nova_pages("list VMs", "/servers", "servers")]
+
+    def list_servers(self) -> List[Server]:
+        """All pages of ``GET /servers/detail``: ids, names and states, one request per page."""
+        return [views.server(server) for server in self._nova_pages("list VMs", "/servers/detail", "servers")]
 
     def get_server(self, server_id: str) -> Server:
         _, body = self._call(f"read VM {server_id}", lambda: self._nova.client.get(f"/servers/{server_id}"))
@@ -405,7 +440,11 @@ class OpenStackDriver(CloudDriver):
         found = self._call(f"look up image '{name_or_id}'", lambda: self._image.get(
             "/v2/images?" + urlencode({"name": name_or_id})).json()).get("images", [])
         if not found:
-            raise NotFound(f"cloud manager '{self.config.name}': no image named '{name_or_id}'")
+            with self._translate("list images"):
+                known = ", ".join(sorted(f"{image['id']} ({image.get('name')})" for image in self.list_images()))
+            raise NotFound(
+                f"cloud manager '{self.config.name}': no image named '{name_or_id}' (available: {known or 'none'})"
+            )
         if len(found) > 1:
             ids = ", ".join(image["id"] for image in found)
             raise Conflict(f"cloud manager '{self.config.name}': several images are named '{name_or_id}' ({ids})")

@@ -108,7 +108,8 @@ def test_generated_uuid_is_kept_across_restarts(tmp_path):
     state = str(tmp_path / "state" / "agent.uuid")
     first = resolve_uuid("", state)
     assert resolve_uuid("", state) == first
-    assert resolve_uuid("configured", state) == "configured"
+    configured = "3a468145-1afc-40d3-baf5-3ba4c0fc3561"
+    assert resolve_uuid(configured, state) == configured
 
 
 def test_unwritable_uuid_file_is_a_clear_error(tmp_path):

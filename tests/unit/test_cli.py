@@ -14,7 +14,7 @@ def test_check_config_all_good(conf_path, cloud, capsys):
 def test_check_config_reports_each_bad_section(tmp_path, cloud, capsys):
     path = write_config(tmp_path / "c.conf", LEGACY_SECTION + "\n[broken]\ncm_type = openstack\n"
                         + LEGACY_SECTION.replace("[test_os]", "[wrongpw]").replace("password = ", "password = x"))
-    assert cli.main(["check-config", "--config", path]) == 1
+    assert cli.main(["check-config", "--config", path]) == 2  # an INVALID section is a configuration error
     out = capsys.readouterr().out
     rows = {line.split()[0]: line for line in out.splitlines()[2:]}
     assert rows["test_os"].endswith("OK")
@@ -24,7 +24,7 @@ def test_check_config_reports_each_bad_section(tmp_path, cloud, capsys):
 
 
 def test_check_config_missing_file(tmp_path, capsys):
-    assert cli.main(["check-config", "--config", str(tmp_path / "nope.conf")]) == 1
+    assert cli.main(["check-config", "--config", str(tmp_path / "nope.conf")]) == 2
     assert "nope.conf" in capsys.readouterr().err
 
 
