@@ -65,7 +65,7 @@ def test_permanent_broker_refusals_at_start_exit_2(broker, caplog, change, expec
 def test_consuming_is_logged_after_consume_ok(start_agent, caplog):
     caplog.set_level(logging.INFO)
     agent = start_agent()
-    wait_for_consumer(agent.settings.uuid)
+    agent.stop()  # the broker may list the consumer before the agent handled consume-ok: drain first
     consuming = [r.getMessage() for r in agent_lines(caplog) if "consuming" in r.getMessage()]
     assert consuming == [f"consuming from queue {agent.settings.uuid} on amqp://guest@127.0.0.1:5672/%2F"]
 
@@ -135,6 +135,7 @@ def test_request_lines_level_full_error_and_logfmt(start_agent, requester, caplo
             requester.send(request("read", name="web"), broken.settings.uuid),
             requester.send(request("delete", name="web"), broken.settings.uuid)]
     replies = requester.replies(3)
+    failing.stop(), broken.stop()  # a request's line is logged once its ack is done: stopping drains them
     lines = {r.getMessage().split(" corr=")[1].split()[0]: r for r in agent_lines(caplog) if " corr=" in r.getMessage()}
     error, ok, internal = (lines[corr] for corr in sent)
     assert (error.levelno, ok.levelno, internal.levelno) == (logging.WARNING, logging.INFO, logging.ERROR)
