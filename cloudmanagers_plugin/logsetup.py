@@ -45,6 +45,13 @@ def under_journald(stream: IO) -> bool:
     return expected == f"{st.st_dev}:{st.st_ino}"
 
 
+def report_error(text: str, stream: Optional[IO] = None) -> None:
+    """``error: text`` on stderr, as an error-priority entry when stderr is the journal."""
+    stream = stream or sys.stderr
+    prefix = f"<{syslog_priority(logging.ERROR)}>" if under_journald(stream) else ""
+    print(f"{prefix}error: {text}", file=stream)
+
+
 def configure(level: int, stream: Optional[IO] = None) -> None:
     """Log to ``stream`` (stderr) at ``level``, in the journal's format when it is the journal."""
     stream = stream or sys.stderr

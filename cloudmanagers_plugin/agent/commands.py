@@ -14,6 +14,7 @@ import pika
 
 from ..controller import CloudmanagersController
 from ..errors import CloudManagerError
+from ..logsetup import report_error
 from . import render
 from .broker import explain_connection_failure
 from .client import NoExchange, NoRoute, RpcClient, build_request, parse_attr
@@ -107,13 +108,13 @@ def run_agent(args: argparse.Namespace) -> int:
         logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
         controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid)
     except CloudManagerError as err:
-        print(f"error: {err}", file=sys.stderr)
+        report_error(str(err))
         return EXIT_CONFIG
     try:
         _log_cloud_managers(controller)
         return AgentService(settings, controller).run_until_signalled()
     except CloudManagerError as err:
-        print(f"error: {err}", file=sys.stderr)
+        report_error(str(err))
         return EXIT_CONFIG
     finally:
         controller.close()

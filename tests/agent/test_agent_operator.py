@@ -283,3 +283,18 @@ def test_agent_logs_version_and_sections_at_start(broker, shared_dir):
             "compute API 2.60") in output
     assert "WARNING cloudmanagers_plugin.agent: cloud manager 'cm2' is invalid" in output
     assert f"{agent_config} [agent] worker is unknown and ignored" in output  # a typo of workers
+
+
+def test_a_fatal_error_under_systemd_is_an_error_entry(shared_dir, tmp_path):
+    """journald reads the ``<3>`` prefix as the priority, so ``journalctl -p err`` shows why it stopped."""
+    config = os.path.join(shared_dir, "absent.conf")
+    with open(tmp_path / "stderr", "w+", encoding="utf-8") as journal:
+        st = os.fstat(journal.fileno())
+        command = [sys.executable, "-m", "cloudmanagers_plugin.cli", "agent", "--url", "amqp://127.0.0.1/",
+                   "--uuid", "3a468145-1afc-40d3-baf5-3ba4c0fc3561", "--config", config]
+        env = {**os.environ, "PYTHONPATH": ROOT, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=journal, env=env, timeout=60).returncode
+        journal.seek(0)
+        lines = journal.read().splitlines()
+    assert code == 2
+    assert lines[-1].startswith(f"<3>error: {config}: cannot read the cloud managers file"), lines
