@@ -18,11 +18,16 @@ from .drivers import driver_class
 from .drivers.base import DELETED, CloudDriver, CreateOptions, Flavor, Server
 from .errors import BadRequest, CloudManagerError, Conflict
 from .host import ResourcesController
+from .request_context import correlation_id
+from .values import MAX_TEXT, echo, printable, text_value
 
 LOG = logging.getLogger(__name__)
 
 MAX_WAIT = 3600.0
 MAX_CONSOLE_LINES = 10000
+MAX_USER_DATA = 65535  # Nova's limit for the base64 text
+REBOOT_MARK = "cloudmanagers_reboot_request"  # server metadata: the request whose reboot ran last
+_REBOOTS = ("reboot_soft", "reboot_hard")
 CONFIRM_WAIT = 600.0  # how long ``confirm: true`` waits for VERIFY_RESIZE when no ``wait`` is given
 RESIZABLE = ("ACTIVE", "SHUTOFF")
 _JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
@@ -87,13 +92,14 @@ class CloudmanagersController(ResourcesController):
         if not isinstance(action, str) or not action:
             raise BadRequest("the request has no 'action' (read, create, update, delete or ping)")
         if action not in self._actions:
-            raise BadRequest(f"unknown action '{action}'; use read, create, update, delete or ping")
+            raise BadRequest(f"unknown action '{echo(action)}'; use read, create, update, delete or ping")
         collection = message.get("collection", self.__resource__)
         if collection != self.__resource__:
-            raise BadRequest(f"this controller serves '{self.__resource__}', not '{collection}'")
+            raise BadRequest(f"this controller serves '{self.__resource__}', not '{echo(collection)}'")
         res_id = message.get("id") or ""
         if not isinstance(res_id, str):
             raise BadRequest(f"'id' must be a string (a cloud manager id), got {_json_type(res_id)}")
+        _check_text("'id'", res_id, MAX_TEXT)
         attributes = message.get("attributes")
         if attributes is None and "attributes" not in message:
             attributes = {}
@@ -160,6 +166,7 @@ class CloudmanagersController(ResourcesController):
                 f"a VM named '{name}' already exists on '{res_id}' (id {existing[0].id}); no VM was created"
             )
         server = driver.create_server(name, flavor, image_id, key_name, user_data, options)
+        _keep_only_the_oldest(driver, res_id, name, server)
         if wait:
             server = driver.wait_for_status(server.id, {"ACTIVE"}, wait)
         return {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
@@ -195,7 +202,7 @@ class CloudmanagersController(ResourcesController):
         if row:
             action = states.plan(server.status, requested, resizing=flavor is not None)
             if action:
-                driver.set_state(server.id, action)
+                _run_state_action(driver, server, action)
                 actions.append(action)
                 if wait:
                     server = driver.wait_for_status(server.id, row.final_statuses, wait)
@@ -351,22 +358,35 @@ def _json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _text(attributes: Dict[str, Any], key: str, required: bool = True, aliases: Tuple[str, ...] = ()) -> Optional[str]:
-    """A string attribute (numbers accepted, as the seed sends flavor ids both ways)."""
+def _text(
+    attributes: Dict[str, Any], key: str, required: bool = True, aliases: Tuple[str, ...] = (),
+    max_length: int = MAX_TEXT,
+) -> Optional[str]:
+    """A string attribute (numbers accepted, as the seed sends flavor ids both ways), stripped."""
     present = [k for k in (key, *aliases) if attributes.get(k) is not None]
     if not present:
         if required:
             raise BadRequest(f"attribute '{key}' is required")
         return None
-    value = attributes[present[0]]
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise BadRequest(f"attribute '{present[0]}' must be a string, got {_json_type(value)}")
-    value = str(value).strip()
+    value = text_value(attributes[present[0]])
+    if value is None:
+        raise BadRequest(f"attribute '{present[0]}' must be a string, got {_json_type(attributes[present[0]])}")
+    _check_text(f"attribute '{present[0]}'", value, max_length)
     if not value:
         if required:
             raise BadRequest(f"attribute '{present[0]}' must not be empty")
         return None
     return value
+
+
+def _check_text(what: str, value: str, max_length: int) -> None:
+    """Refuse text OpenStack cannot take: too long, or not encodable (a lone surrogate)."""
+    if len(value) > max_length:
+        raise BadRequest(f"{what} is too long ({len(value)} characters; at most {max_length})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} is not valid text (it holds a lone surrogate)") from None
 
 
 _TRUE = ("true", "yes", "on", "1")
@@ -410,7 +430,7 @@ def _wait(attributes: Dict[str, Any]) -> Optional[float]:
         if isinstance(value, bool):
             raise ValueError
         seconds = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise BadRequest(f"attribute 'wait' must be a number of seconds, got {_json_type(value)}") from None
     if not 0 <= seconds <= MAX_WAIT:
         raise BadRequest(f"attribute 'wait' must be between 0 and {MAX_WAIT:g} seconds")
@@ -426,6 +446,8 @@ def _names(attributes: Dict[str, Any], key: str) -> Optional[Tuple[str, ...]]:
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise BadRequest(f"attribute '{key}' must be a list of names or ids (strings), got {_json_type(value)}")
     names = tuple(item.strip() for item in items if item.strip())
+    for name in names:
+        _check_text(f"attribute '{key}'", name, MAX_TEXT)
     if not names:
         raise BadRequest(f"attribute '{key}' must name at least one")
     return names
@@ -441,6 +463,8 @@ def _metadata(attributes: Dict[str, Any], key: str = "metadata") -> Dict[str, st
     wrong = sorted(k for k, v in value.items() if not isinstance(v, str))
     if wrong:
         raise BadRequest(f"attribute '{key}' must be an object of strings; not a string: {', '.join(wrong)}"[:300])
+    for item in (*value, *value.values()):
+        _check_text(f"attribute '{key}'", item, MAX_TEXT)
     return dict(value)
 
 
@@ -497,10 +521,53 @@ def _day2(attributes: Dict[str, Any]) -> Day2:
 
 def _user_data(attributes: Dict[str, Any]) -> Optional[bytes]:
     """``user_data`` (or the seed's ``user-data``): base64 text, decoded here to catch typos early."""
-    text = _text(attributes, "user_data", required=False, aliases=("user-data",))
+    text = _text(attributes, "user_data", required=False, aliases=("user-data",), max_length=MAX_USER_DATA)
     if text is None:
         return None
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise BadRequest("attribute 'user_data' must be base64-encoded") from None
+
+
+# -- effects that must not happen twice ------------------------------------------------------
+
+
+def _keep_only_the_oldest(driver: CloudDriver, res_id: str, name: str, created: Server) -> None:
+    """After a create, look again: of several VMs bearing the name, only the oldest stays.
+
+    The name check before a create cannot stop two agents creating the same name at the same
+    moment (Nova does not enforce unique names). Every request that created one looks again;
+    all of them order the VMs the same way (creation time, then id), so exactly one keeps its
+    VM and each other one deletes its own and answers as if the name had existed before.
+    """
+    namesakes = {server.id: server for server in driver.servers_named(name)}
+    mine = namesakes.pop(created.id, None)
+    if not namesakes:
+        return
+    oldest = min(namesakes.values(), key=_age_order)
+    if mine is not None and _age_order(mine) < _age_order(oldest):
+        return
+    driver.delete(created.id)
+    raise Conflict(f"a VM named '{name}' already exists on '{res_id}' (id {oldest.id}); no VM was created")
+
+
+def _age_order(server: Server) -> Tuple[str, str]:
+    return (server.created or "", server.id)
+
+
+def _run_state_action(driver: CloudDriver, server: Server, action: str) -> None:
+    """Run a state action; a reboot runs at most once per request, even if it is redelivered.
+
+    A reboot is the one state action that is not idempotent: a request redelivered after the
+    agent died mid-reboot would reboot the VM again. Its correlation id is written into the
+    VM's metadata before the reboot; a request finding its own id there skips the reboot.
+    """
+    request_id = correlation_id() if action in _REBOOTS else None
+    if request_id is None:
+        driver.set_state(server.id, action)
+    elif server.metadata.get(REBOOT_MARK) == request_id:
+        LOG.info("VM %s: the reboot of request %s already ran; not rebooting again", server.id, printable(request_id))
+    else:
+        driver.set_metadata(server.id, {REBOOT_MARK: request_id})
+        driver.set_state(server.id, action)

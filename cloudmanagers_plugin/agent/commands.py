@@ -15,6 +15,7 @@ import pika
 from ..controller import CloudmanagersController
 from ..errors import CloudManagerError
 from ..logsetup import report_error
+from ..logsafety import limit_library_logging
 from . import render
 from .broker import explain_connection_failure
 from .client import NoExchange, NoRoute, RpcClient, build_request, parse_attr
@@ -106,6 +107,8 @@ def run_agent(args: argparse.Namespace) -> int:
         logging.getLogger().setLevel(min(logging.getLogger().level, level))
         # pika logs every failed attempt at ERROR in several lines; the agent says it in one.
         logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+        root = logging.getLogger()
+        limit_library_logging(root.level, logging.getLevelName(settings.library_log_level.upper()), root.handlers)
         controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid)
     except CloudManagerError as err:
         report_error(str(err))

@@ -14,7 +14,7 @@ retried with back-off, which only resets once consuming works again.
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, FrozenSet, Optional
 
 import pika
 from pika.adapters.select_connection import IOLoop
@@ -24,7 +24,7 @@ from .broker import explain_connection_failure
 from .dispatcher import Delivery, Dispatcher
 from .gate import Answer
 from .publisher import ReplyPublisher
-from .replies import reply_address, reply_properties
+from .replies import ReplyAddress, ReplyPolicy, reply_address, reply_properties
 from .settings import BrokerSettings
 
 LOG = logging.getLogger("cloudmanagers_plugin.agent")
@@ -42,6 +42,7 @@ class Topology:
     publish_routing_key: str
     user_id: Optional[str]
     queue_arguments: Dict[str, Any] = field(default_factory=dict)
+    reply_exchanges: FrozenSet[str] = frozenset()
 
 
 class Backoff:
@@ -94,6 +95,9 @@ class Consumer:
         self._url = broker.describe()
         self._on_consuming = on_consuming
         self._publisher = ReplyPublisher()
+        self._reply_policy = ReplyPolicy(
+            topology.publish_exchange, topology.reply_exchanges, topology.exchange, topology.queue
+        )
         self._connection: Any = None
         self._channel: Any = None
         self._consumer_tag: Optional[str] = None
@@ -226,14 +230,21 @@ class Consumer:
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         delivery = Delivery(channel, method.delivery_tag, properties, body)
+        address = self._address(properties)
+        refusal = address and self._reply_policy.refusal(address)
+        if refusal:  # not run: its answer could only go where the requester may not send it
+            refused = Answer(None, f"refused: {refusal}", logging.WARNING)
+            self._ack(delivery, refused, refused.outcome, "no reply", "")
+            return
         self._dispatcher.handle(delivery, self._answer)
+
+    def _address(self, properties: Any) -> Optional[ReplyAddress]:
+        return reply_address(properties, self._topology.publish_exchange, self._topology.publish_routing_key)
 
     def _answer(self, delivery: Delivery, answer: Answer, note: str) -> None:
         """Publish the answer (if any, and if there is an address), then ack once confirmed."""
         outcome = f"{note}, {answer.outcome}" if note else answer.outcome
-        address = reply_address(
-            delivery.properties, self._topology.publish_exchange, self._topology.publish_routing_key
-        )
+        address = self._address(delivery.properties)
         if not self._is_current(delivery):
             self._log(delivery, answer, outcome, "not acked: its channel is gone, the broker redelivers it")
         elif answer.body is None or address is None:

@@ -7,7 +7,7 @@ would make a second VM; oslo.messaging keeps a similar (16-entry) message-id cac
 
 import hashlib
 from collections import OrderedDict
-from typing import Hashable, Optional, Tuple
+from typing import Callable, Hashable, Optional, Tuple
 
 from pika import BasicProperties
 
@@ -25,11 +25,19 @@ def request_key(properties: BasicProperties, body: bytes) -> Optional[Tuple[str,
 
 
 class AnswerCache:
-    """A bounded least-recently-used map from request key to answer (I/O thread only)."""
+    """A least-recently-used map from request key to answer (I/O thread only).
 
-    def __init__(self, size: int) -> None:
+    Bounded by count and by bytes: answers are small, except those that echo a large request
+    or list a large cloud, and a count alone would let a few of those take hundreds of MiB.
+    ``weigh`` gives an entry's size in bytes; an entry larger than the whole budget is not kept.
+    """
+
+    def __init__(self, size: int, max_bytes: int, weigh: Callable[[object], int]) -> None:
         self._size = size
-        self._entries: "OrderedDict[Hashable, object]" = OrderedDict()
+        self._max_bytes = max_bytes
+        self._weigh = weigh
+        self._bytes = 0
+        self._entries: "OrderedDict[Hashable, Tuple[object, int]]" = OrderedDict()
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._entries
@@ -37,12 +45,22 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    @property
+    def bytes(self) -> int:
+        """The weight of every entry kept."""
+        return self._bytes
+
     def get(self, key: Hashable) -> object:
         self._entries.move_to_end(key)
-        return self._entries[key]
+        return self._entries[key][0]
 
     def put(self, key: Hashable, answer: object) -> None:
-        self._entries[key] = answer
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        weight = self._weigh(answer)
+        if key in self._entries:
+            self._bytes -= self._entries.pop(key)[1]
+        if weight > self._max_bytes:
+            return
+        self._entries[key] = (answer, weight)
+        self._bytes += weight
+        while len(self._entries) > self._size or self._bytes > self._max_bytes:
+            self._bytes -= self._entries.popitem(last=False)[1][1]

@@ -1,8 +1,11 @@
-"""From a delivery to its answer: dedup, gate, then the controller on a worker thread.
+"""From a delivery to its answer: size, dedup, then the gate and the controller on worker threads.
 
-Everything here except ``_execute`` runs on pika's I/O thread, so the answer cache and the
-table of running requests need no lock. A duplicate of a request that is still running joins
-it and receives the same answer when it ends, so nothing runs twice.
+Only bounded bookkeeping runs on pika's I/O thread (the size check, the digest of a body within
+the size limit, the answer cache and the table of running requests, which therefore need no
+lock): decoding and judging a body is work its sender controls, and it must never hold up
+other requests or the heartbeats. Admissions run one at a time, in arrival order, so requests
+about one VM still reach the per-VM queues in the order they arrived. A duplicate of a request
+that is still being admitted or run joins it and receives the same answer, so nothing runs twice.
 """
 
 import logging
@@ -14,7 +17,8 @@ from pika import BasicProperties
 
 from ..protocol import make_response
 from .dedup import AnswerCache, request_key
-from .gate import Answer, Gate, Summary, answer_from
+from .gate import Answer, Decision, Gate, Summary, answer_from
+from ..request_context import running_request
 from .ordered_pool import OrderedPool
 from .request import Request
 
@@ -36,6 +40,15 @@ class Delivery:
 # Called on the I/O thread with the delivery, its answer and a note ("" or "duplicate").
 Finish = Callable[[Delivery, Answer, str], None]
 
+ENTRY_OVERHEAD = 1024  # bytes counted per cached answer besides its body: key, summary, bookkeeping
+ADMISSION = ("admission",)  # the ordered pool key every admission shares: one at a time, in order
+
+
+def cached_weight(entry: object) -> int:
+    """The bytes an answer cache entry ``(summary, answer)`` holds, roughly."""
+    _summary, answer = entry  # type: ignore[misc]
+    return len(answer.body or b"") + ENTRY_OVERHEAD
+
 
 class Dispatcher:
     """Routes each delivery to an answer exactly once per distinct request."""
@@ -47,8 +60,10 @@ class Dispatcher:
         pool: OrderedPool,
         cache: AnswerCache,
         call_in_loop: Callable[[Callable[[], None]], None],
+        max_message_bytes: int,
     ) -> None:
         self._gate = gate
+        self._max_bytes = max_message_bytes
         self._controller = controller
         self._pool = pool
         self._cache = cache
@@ -62,6 +77,9 @@ class Dispatcher:
 
     def handle(self, delivery: Delivery, finish: Finish) -> None:
         """Answer ``delivery`` through ``finish``, now or when its request has run."""
+        if len(delivery.body) > self._max_bytes:
+            finish(delivery, self._gate.too_large(len(delivery.body), self._max_bytes), "")
+            return
         key = request_key(delivery.properties, delivery.body)
         if key in self._running:
             delivery.summary = self._running[key][0][0].summary
@@ -72,21 +90,36 @@ class Dispatcher:
             delivery.summary = summary
             finish(delivery, answer, "duplicate")
             return
-        decision = self._gate.admit(delivery.body, delivery.properties.user_id, delivery.properties.timestamp)
-        delivery.summary = decision.summary
-        if decision.request is None:
-            self._remember(key, delivery.summary, decision.answer)
-            finish(delivery, decision.answer, "")
-            return
         running_key = key if key is not None else object()
         self._running[running_key] = [(delivery, finish)]
+        properties = delivery.properties
+        self._pool.submit(ADMISSION, lambda: self._admit(running_key, key, delivery.body, properties))
+
+    def _admit(self, running_key: Hashable, key: Optional[Hashable], body: bytes, properties: BasicProperties) -> None:
+        """Worker thread: judge the body, then hand the decision back to the I/O thread."""
+        try:
+            decision = self._gate.admit(body, properties.user_id, properties.timestamp)
+        except Exception:  # a bug in the checks must still give one answer, and keep the agent serving
+            LOG.exception("judging a request failed")
+            decision = Decision(Summary(), answer=self._internal_error("", ""))
+        self._call_in_loop(lambda: self._admitted(running_key, key, decision, properties.correlation_id))
+
+    def _admitted(self, running_key: Hashable, key: Optional[Hashable], decision: Decision,
+                  correlation_id: Optional[str]) -> None:
+        for delivery, _finish in self._running[running_key]:
+            delivery.summary = decision.summary
+        if decision.request is None:
+            self._done(running_key, key, decision.answer)
+            return
         request = decision.request
         order = (request.cm_id, request.vm_name) if request.vm_name else None
-        self._pool.submit(order, lambda: self._execute(running_key, key, request))
+        self._pool.submit(order, lambda: self._execute(running_key, key, request, correlation_id))
 
-    def _execute(self, running_key: Hashable, key: Optional[Hashable], request: Request) -> None:
+    def _execute(self, running_key: Hashable, key: Optional[Hashable], request: Request,
+                 correlation_id: Optional[str]) -> None:
         """Worker thread: run the controller, then hand the answer back to the I/O thread."""
-        answer = self._process(request)
+        with running_request(correlation_id):
+            answer = self._process(request)
         self._call_in_loop(lambda: self._done(running_key, key, answer))
 
     def _process(self, request: Request) -> Answer:
@@ -94,11 +127,13 @@ class Dispatcher:
             return answer_from(self._controller.process(request.message))
         except Exception:  # the contract says process() never raises; the agent must survive if it does
             LOG.exception("the %s controller raised", request.collection)
-            reply = make_response(
-                self._gate.agent_uuid, request.cm_id, request.collection,
-                error="internal error in the agent; see its log",
-            )
-            return answer_from(reply)
+            return self._internal_error(request.cm_id, request.collection)
+
+    def _internal_error(self, resource_id: str, collection: str) -> Answer:
+        reply = make_response(
+            self._gate.agent_uuid, resource_id, collection, error="internal error in the agent; see its log"
+        )
+        return answer_from(reply)
 
     def _done(self, running_key: Hashable, key: Optional[Hashable], answer: Answer) -> None:
         waiting = self._running.pop(running_key)

@@ -1,7 +1,7 @@
 """The checks a request passes before any OpenStack work: target, shape, collection, age, rights.
 
-All of them are cheap and run on the I/O thread; only an admitted request goes to a worker.
-The order matters: ``filters`` come first so an agent a broadcast does not target stays silent
+They run on a worker thread, never on pika's I/O thread: the body's size is the sender's
+choice (up to ``max_message_bytes``), and so is the work of decoding it. The order matters: ``filters`` come first so an agent a broadcast does not target stays silent
 even when the request is malformed for it; then validation; the age check comes before the
 permission check so a replayed old request is refused whoever sent it.
 """
@@ -101,6 +101,15 @@ class Gate:
         self._max_age = max_request_age
         self._legacy_zone = legacy_zone
 
+    def too_large(self, size: int, limit: int) -> Answer:
+        """The error answer to a body over ``max_message_bytes``, which is not even decoded."""
+        reply = make_response(
+            self.agent_uuid, "", "",
+            error=f"request refused: its body is {size} bytes, over this agent's limit of {limit} bytes "
+                  "([agent] max_message_bytes)",
+        )
+        return answer_from(reply)
+
     def admit(self, body: bytes, user: Optional[str], amqp_timestamp: Optional[int] = None) -> Decision:
         """Decide what happens to one request body sent by ``user`` (with this AMQP timestamp property)."""
         message: Dict[str, Any] = {}
@@ -129,11 +138,12 @@ class Gate:
                 f"(this agent serves '{self._collection}')"
             )
         self._check_age(request.message.get("timestamp"), amqp_timestamp)
+        who = f"user '{_short(user)}'" if user else "an anonymous request (no user_id)"
         if self._permissions and not self._permissions.allows(
             user, request.collection, request.cm_id, request.action
         ):
             raise InvalidRequest(
-                f"permission denied: user '{_short(user)}' may not {_short(request.action)} "
+                f"permission denied: {who} may not {_short(request.action)} "
                 f"{request.collection} '{_short(request.cm_id)}'"
             )
 

@@ -7,8 +7,11 @@ whose user, collection and resource id all match decides; no matching rule denie
 grants ``ping``. The user is the request's AMQP ``user_id``, which RabbitMQ checks against the
 publisher's login, so rules are per broker account.
 
-Two deliberate departures from the legacy matcher: patterns must match the whole value (the
-legacy prefix match let a rule for ``ops`` grant ``ops2`` too), and ``#`` starts a comment line.
+Three deliberate departures from the legacy matcher: patterns must match the whole value (the
+legacy prefix match let a rule for ``ops`` grant ``ops2`` too), ``#`` starts a comment line,
+and a request without ``user_id`` is anonymous: RabbitMQ only checks a ``user_id`` that is
+present, so leaving it out must not pass for any user. Anonymous requests match only rules
+whose user is ``(anonymous)``, and ``*`` does not match them; with no such rule they are denied.
 """
 
 import re
@@ -17,7 +20,8 @@ from typing import FrozenSet, List, Optional, Pattern
 
 from ..errors import ConfigError
 
-_RULE = re.compile(r'^(\*|\w+)\s+(\*|\w+)\s+("[^"]*"|\S+)\s+([CRUD]{1,4}|-)$')
+ANONYMOUS = "(anonymous)"  # the user column of rules for requests that carry no user_id
+_RULE = re.compile(r'^(\*|\w+|\(anonymous\))\s+(\*|\w+)\s+("[^"]*"|\S+)\s+([CRUD]{1,4}|-)$')
 
 # The permission letter each action needs; actions not listed are never allowed by a rule.
 ACTION_LETTER = {"create": "C", "read": "R", "ping": "R", "update": "U", "delete": "D"}
@@ -31,14 +35,18 @@ def _glob(text: str) -> Pattern[str]:
 class Rule:
     """One parsed line of the file."""
 
-    user: Pattern[str]
+    user: Optional[Pattern[str]]  # None: the rule is for anonymous requests
     collection: Pattern[str]
     resource: Pattern[str]
     letters: FrozenSet[str]
 
-    def applies(self, user: str, collection: str, resource: str) -> bool:
+    def applies(self, user: Optional[str], collection: str, resource: str) -> bool:
+        if not user:
+            user_matches = self.user is None
+        else:
+            user_matches = self.user is not None and bool(self.user.fullmatch(user))
         return bool(
-            self.user.fullmatch(user)
+            user_matches
             and self.collection.fullmatch(collection)
             and self.resource.fullmatch(resource)
         )
@@ -50,7 +58,8 @@ def parse_rule(line: str) -> Rule:
     if not match:
         raise ValueError("expected '<user> <collection> <resource id> <CRUD letters or ->'")
     user, collection, resource, letters = match.groups()
-    return Rule(_glob(user), _glob(collection), _glob(resource.strip('"')), frozenset(letters) - {"-"})
+    user_pattern = None if user == ANONYMOUS else _glob(user)
+    return Rule(user_pattern, _glob(collection), _glob(resource.strip('"')), frozenset(letters) - {"-"})
 
 
 class Permissions:
@@ -80,9 +89,9 @@ class Permissions:
         return cls(rules)
 
     def allows(self, user: Optional[str], collection: str, resource: str, action: str) -> bool:
-        """True when the first matching rule grants the letter ``action`` needs."""
+        """True when the first matching rule grants the letter ``action`` needs (no ``user``: anonymous)."""
         letter = ACTION_LETTER.get(action)
         for rule in self._rules:
-            if rule.applies(user or "", collection, resource):
+            if rule.applies(user, collection, resource):
                 return letter in rule.letters
         return False

@@ -10,6 +10,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from ..values import MAX_TEXT, text_value
+
+MAX_FILTER_VALUES = 64  # values per filter; each at most MAX_TEXT characters (a host name is 253)
 
 class InvalidRequest(Exception):
     """The request cannot be run; the text says why and goes into the error reply."""
@@ -37,6 +40,15 @@ def read_filters(message: Dict[str, Any]) -> Dict[str, List[str]]:
     )
     if not well_formed:
         raise InvalidRequest("'filters' must be an object whose values are lists of strings")
+    bounded = all(
+        len(values) <= MAX_FILTER_VALUES and all(len(value) <= MAX_TEXT for value in values)
+        for values in filters.values()
+    )
+    if not bounded:
+        raise InvalidRequest(
+            f"'filters' may hold at most {MAX_FILTER_VALUES} values per filter, "
+            f"each at most {MAX_TEXT} characters"
+        )
     return filters
 
 
@@ -73,12 +85,16 @@ class Request:
 
     @property
     def vm_name(self) -> str:
-        name = self.message["attributes"].get("name")
-        return name if isinstance(name, str) else ""
+        """The VM name as the controller reads it (already normalised by ``validate``)."""
+        return text_value(self.message["attributes"].get("name")) or ""
 
 
 def validate(message: Dict[str, Any]) -> Request:
-    """Check the envelope fields' presence and types; merge the legacy defaults."""
+    """Check the envelope fields' presence and types; merge the legacy defaults.
+
+    The VM name is normalised here, once, as the controller reads it (stripped; a number as
+    text), so the per-VM ordering key and the controller always mean the same VM.
+    """
     _require_text(message, "collection")
     _require_text(message, "action")
     merged = {"id": "", "attributes": {}, "monitor": False, **message}  # the legacy defaults
@@ -87,4 +103,7 @@ def validate(message: Dict[str, Any]) -> Request:
     _require_type(merged, "monitor", (bool,), "true or false")
     if "timestamp" in merged:
         _require_type(merged, "timestamp", (str,), "a string")
+    name = text_value(merged["attributes"].get("name"))
+    if name is not None:
+        merged["attributes"] = {**merged["attributes"], "name": name}
     return Request(merged)

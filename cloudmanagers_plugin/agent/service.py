@@ -10,7 +10,7 @@ from ..version import __version__
 from .broker import connection_parameters, login_user_id
 from .consumer import Backoff, Consumer, Topology
 from .dedup import AnswerCache
-from .dispatcher import Dispatcher
+from .dispatcher import Dispatcher, cached_weight
 from .filters import HostFilter
 from .gate import Gate
 from .handback import Handback
@@ -41,8 +41,10 @@ class AgentService:
             settings.max_request_age, legacy_zone(settings.legacy_timestamp_zone),
         )
         dispatcher = Dispatcher(
-            gate, controller, self._pool, AnswerCache(settings.reply_cache_size),
+            gate, controller, self._pool,
+            AnswerCache(settings.reply_cache_size, settings.reply_cache_bytes, cached_weight),
             Handback(self._ioloop.add_callback_threadsafe).post,
+            settings.max_message_bytes,
         )
         topology = Topology(
             queue=agent_uuid,
@@ -53,6 +55,7 @@ class AgentService:
             publish_routing_key=settings.publish_routing_key,
             user_id=login_user_id(settings.broker),
             queue_arguments={"x-expires": int(settings.queue_expires * 1000)} if settings.queue_expires else {},
+            reply_exchanges=settings.allowed_reply_exchanges,
         )
         backoff = Backoff(settings.broker.retry_delay, settings.broker.connection_attempts)
         self._consumer = Consumer(

@@ -14,7 +14,7 @@ import logging
 import os
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional
 
 from ..errors import ConfigError
 from .timestamps import legacy_zone
@@ -88,7 +88,16 @@ class AgentSettings:
     uuid_file: str = _option("/var/lib/synapse-agent/cloudmanagers-agent.uuid", "agent")
     reply_cache_size: int = _option(1024, "agent")
     queue_expires: float = _option(0.0, "agent")
+    reply_cache_bytes: int = _option(16 * 1024 * 1024, "agent")
+    reply_exchanges: str = _option("", "agent")
+    max_message_bytes: int = _option(1024 * 1024, "agent")
     log_level: str = _option("INFO", "log", key="level")
+    library_log_level: str = _option("INFO", "log", key="libraries")
+
+    @property
+    def allowed_reply_exchanges(self) -> FrozenSet[str]:
+        """``[agent] reply_exchanges`` (comma or space separated) as a set of names."""
+        return frozenset(self.reply_exchanges.replace(",", " ").split())
 
 
 def _convert(raw: str, kind: Any, where: str) -> Any:
@@ -150,6 +159,10 @@ def _check(settings: AgentSettings) -> None:
         "[agent] max_request_age": settings.max_request_age >= 0,
         "[agent] reply_cache_size": settings.reply_cache_size >= 1,
         "[agent] queue_expires": settings.queue_expires >= 0,
+        "[agent] reply_cache_bytes": settings.reply_cache_bytes >= 1,
+        "[agent] reply_exchanges (must not name [rabbitmq] exchange)":
+            settings.exchange not in settings.allowed_reply_exchanges,
+        "[agent] max_message_bytes": settings.max_message_bytes >= 1,
     }
     bad = [name for name, ok in rules.items() if not ok]
     if bad:
@@ -160,6 +173,10 @@ def _check(settings: AgentSettings) -> None:
         raise ConfigError(f"[agent] legacy_timestamp_zone: {err}") from None
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"[log] level must be one of {', '.join(LOG_LEVELS)}, got '{settings.log_level}'")
+    if settings.library_log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"[log] libraries must be one of {', '.join(LOG_LEVELS)}, got '{settings.library_log_level}'"
+        )
 
 
 def load_settings(path: Optional[str] = None) -> AgentSettings:

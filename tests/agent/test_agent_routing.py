@@ -53,7 +53,7 @@ def test_broadcast_on_the_bound_exchange_reaches_the_agent(start_agent, requeste
 
 def test_reply_exchange_header_names_the_exchange(start_agent, requester, side_queue):
     exchange, key, read = side_queue
-    agent = start_agent()
+    agent = start_agent(reply_exchanges=exchange)
     corr = requester.send(request(), agent.settings.uuid, headers={"reply_exchange": exchange}, reply_to=key)
     properties, reply = read()
     assert properties.correlation_id == corr and "error" not in reply
