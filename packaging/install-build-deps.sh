@@ -1,6 +1,7 @@
 #!/bin/sh
 # Install what the packaging targets need: rpmbuild (Debian's "rpm" package, or rpm-build on
-# RPM-based systems) and the Python build tools (build, twine, pytest).
+# RPM-based systems), systemd-analyze (the "systemd" package: the unit's confinement is tested
+# with it) and the Python build tools (build, twine, pytest).
 #
 #   sh packaging/install-build-deps.sh            both
 #   sh packaging/install-build-deps.sh rpmbuild   rpmbuild only (what `make rpm` needs besides the venv)
@@ -22,6 +23,17 @@ if ! command -v rpmbuild >/dev/null 2>&1; then
     else
         echo "install-build-deps: no rpmbuild and no known package manager" >&2
         exit 1
+    fi
+fi
+
+if [ "$ONLY" != rpmbuild ] && ! command -v systemd-analyze >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd
+    elif command -v dnf >/dev/null 2>&1; then
+        dnf install -y systemd
+    elif command -v yum >/dev/null 2>&1; then
+        yum install -y systemd
     fi
 fi
 

@@ -22,6 +22,7 @@ CONF = "/etc/synapse/cloudmanagers.conf"
 LAUNCHER = "/usr/bin/cloudmanagers"
 UNIT_PATH = "/usr/lib/systemd/system/" + UNIT
 DOCS = ("README.md", "synapse-agent.conf", "permissions.conf")
+AGENT_USER = "cloudmanagers"
 
 
 def rpm_query(artifacts, *args):
@@ -99,7 +100,7 @@ def test_config_file_flags_and_mode(rpm_files):
     flags, perms, user, group = rpm_files[CONF]
     assert "c" in flags and "n" in flags, f"{CONF} must be %config(noreplace), flags={flags!r}"
     assert perms == "-rw-r-----"
-    assert (user, group) == ("root", "root")
+    assert (user, group) == ("root", AGENT_USER)  # readable by the agent's group, not by others
     others = [p for p, (f, *_rest) in rpm_files.items() if "c" in f and p != CONF]
     assert others == [], f"only {CONF} is a config file"
 
@@ -110,7 +111,7 @@ def test_modes(rpm_files):
     for name in DOCS:
         assert "d" in rpm_files[f"{doc_dir(rpm_files)}/{name}"][0], name
     for path, (_flags, perms, user, group) in rpm_files.items():
-        assert (user, group) == ("root", "root"), path
+        assert (user, group) == ("root", AGENT_USER if path == CONF else "root"), path
         if path.startswith(PLUGIN_ROOT):
             assert perms in ("drwxr-xr-x", "-rw-r--r--"), (path, perms)
 
@@ -203,6 +204,16 @@ def test_unit_runs_something_the_rpm_provides(rpm_payload):
         f"ExecStart runs {exec_start!r}, but the RPM installs the package in {PLUGIN_ROOT}, "
         f"not in site-packages: set Environment=PYTHONPATH={PLUGIN_ROOT} or run {LAUNCHER}"
     )
+
+
+def test_the_rpm_creates_the_user_the_unit_runs_as(rpm_payload, artifacts):
+    unit = configparser.RawConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str
+    unit.read(rpm_payload / UNIT_PATH.lstrip("/"))
+    assert unit.get("Service", "User") == unit.get("Service", "Group") == AGENT_USER
+    scripts = rpm_query(artifacts, "--scripts")
+    preinstall = scripts.split("preinstall scriptlet")[1].split("scriptlet")[0]
+    assert f"groupadd -r {AGENT_USER}" in preinstall and f"useradd -r -g {AGENT_USER}" in preinstall
 
 
 def test_spec_requires_the_version_define(artifacts):
