@@ -562,6 +562,8 @@ def _run_state_action(driver: CloudDriver, server: Server, action: str) -> None:
     A reboot is the one state action that is not idempotent: a request redelivered after the
     agent died mid-reboot would reboot the VM again. Its correlation id is written into the
     VM's metadata before the reboot; a request finding its own id there skips the reboot.
+    Nova refuses metadata on a VM in ERROR or with a task under way; a hard reboot out of those
+    states still runs, unrecorded.
     """
     request_id = correlation_id() if action in _REBOOTS else None
     if request_id is None:
@@ -569,5 +571,8 @@ def _run_state_action(driver: CloudDriver, server: Server, action: str) -> None:
     elif server.metadata.get(REBOOT_MARK) == request_id:
         LOG.info("VM %s: the reboot of request %s already ran; not rebooting again", server.id, printable(request_id))
     else:
-        driver.set_metadata(server.id, {REBOOT_MARK: request_id})
+        try:
+            driver.set_metadata(server.id, {REBOOT_MARK: request_id})
+        except Conflict as refused:  # Nova takes no metadata in ERROR or during a task: reboot unrecorded
+            LOG.warning("VM %s: reboot not recorded, a redelivery would run it again: %s", server.id, refused)
         driver.set_state(server.id, action)

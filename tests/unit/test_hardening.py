@@ -199,3 +199,15 @@ def test_without_a_correlation_id_a_reboot_is_not_recorded(call, cloud):
     status_of(call("update", name="vm", status="REBOOT"))
     status_of(call("update", name="vm", status="REBOOT"))
     assert len(reboots(cloud)) == 2 and server["metadata"] == {}
+
+
+def test_a_reboot_nova_will_not_record_still_runs(call, cloud):
+    """Nova refuses metadata in ERROR (409): a hard reboot out of ERROR must still happen."""
+    cloud.add_server("vm", status="ERROR")
+    cloud.mocker.post(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/metadata$"), status_code=409,
+                      json={"conflictingRequest": {"code": 409, "message": "Cannot update metadata in vm_state error"}})
+    from cloudmanagers_plugin.request_context import running_request
+
+    with running_request("corr-1"):
+        status = status_of(call("update", name="vm", status="HARD_REBOOT"))
+    assert status["vm_actions"] == ["reboot_hard"] and len(reboots(cloud)) == 1
