@@ -16,9 +16,9 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 from pika import BasicProperties
 
 from ..protocol import make_response
+from ..request_context import running_request
 from .dedup import AnswerCache, request_key
 from .gate import Answer, Decision, Gate, Summary, answer_from
-from ..request_context import running_request
 from .ordered_pool import OrderedPool
 from .request import Request
 
