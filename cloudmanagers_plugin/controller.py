@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from . import states
 from .config import CloudManagerConfig, ConfigFile
 from .drivers import driver_class
-from .drivers.base import DELETED, CloudDriver, CreateOptions, Flavor, Server
+from .drivers.base import DELETED, CloudDriver, CreateOptions, Server
 from .errors import BadRequest, CloudManagerError, Conflict
 from .host import ResourcesController
 from .request_context import correlation_id
@@ -27,9 +27,7 @@ MAX_WAIT = 3600.0
 MAX_CONSOLE_LINES = 10000
 MAX_USER_DATA = 65535  # Nova's limit for the base64 text
 REBOOT_MARK = "cloudmanagers_reboot_request"  # server metadata: the request whose reboot ran last
-_REBOOTS = ("reboot_soft", "reboot_hard")
-CONFIRM_WAIT = 600.0  # how long ``confirm: true`` waits for VERIFY_RESIZE when no ``wait`` is given
-RESIZABLE = ("ACTIVE", "SHUTOFF")
+_REBOOTS = (states.ServerAction.REBOOT_SOFT, states.ServerAction.REBOOT_HARD)
 _JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
                str: "a string", type(None): "null"}
 
@@ -168,7 +166,7 @@ class CloudmanagersController(ResourcesController):
         server = driver.create_server(name, flavor, image_id, key_name, user_data, options)
         _keep_only_the_oldest(driver, res_id, name, server)
         if wait:
-            server = driver.wait_for_status(server.id, {"ACTIVE"}, wait)
+            server = driver.wait_for_status(server.id, {states.RUNNING}, wait)
         return {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
                 "vm_id": server.id}
 
@@ -203,12 +201,13 @@ class CloudmanagersController(ResourcesController):
             action = states.plan(server.status, requested, resizing=flavor is not None)
             if action:
                 _run_state_action(driver, server, action)
-                actions.append(action)
+                actions.append(action.value)
                 if wait:
                     server = driver.wait_for_status(server.id, row.final_statuses, wait)
         if flavor or revert:
-            server, action = self._resize(driver, server, flavor, confirm, revert, wait, stop_at_verify)
-            actions.extend(action)
+            server, resized = driver.advance_resize(server, flavor, confirm=confirm, revert=revert, wait=wait,
+                                                    stop_at_verify=stop_at_verify)
+            actions.extend(resized)
             reply["vm_flavor"] = flavor.id if flavor else driver.flavor_id(server.flavor_name)
         if day2.snapshot:
             reply["image_id"] = driver.snapshot(server.id, day2.snapshot)
@@ -241,7 +240,7 @@ class CloudmanagersController(ResourcesController):
     def delete(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
         """Delete a VM, running or not, as documented.
 
-        A section with ``protect_running = true`` refuses an ACTIVE VM unless ``force: true``.
+        A section with ``protect_running = true`` refuses a running VM unless ``force: true``.
         """
         attributes = attributes or {}
         config, driver = self._section(res_id)
@@ -249,9 +248,9 @@ class CloudmanagersController(ResourcesController):
         force = _flag(attributes, "force")
         wait = _wait(attributes)
         server = driver.find_server(name)
-        if config.protect_running and server.status == "ACTIVE" and not force:
+        if config.protect_running and server.status == states.RUNNING and not force:
             raise Conflict(
-                f"VM '{server.name}' is ACTIVE and cloud manager '{res_id}' protects running VMs "
+                f"VM '{server.name}' is {server.status} and cloud manager '{res_id}' protects running VMs "
                 "(protect_running = true): shut it down first (status: shutdown) or send force: true"
             )
         driver.delete(server.id)
@@ -306,49 +305,6 @@ class CloudmanagersController(ResourcesController):
         if server.fault:
             details["vm_fault"] = server.fault
         return details
-
-    @staticmethod
-    def _resize(
-        driver: CloudDriver, server: Server, flavor: Optional[Flavor], confirm: bool, revert: bool,
-        wait: Optional[float], stop_at_verify: bool = False,
-    ) -> Tuple[Server, list]:
-        """The two-step resize of the seed API, plus ``confirm`` (one message) and ``revert``.
-
-        ``stop_at_verify`` (``status: VERIFY_RESIZE``) makes only the first step: a VM already
-        awaiting the confirmation of this flavor is left as it is.
-        """
-
-        def settled(current: Server) -> Server:
-            return driver.wait_for_status(current.id, RESIZABLE, wait) if wait else current
-
-        if revert or server.status == "VERIFY_RESIZE":
-            if server.status != "VERIFY_RESIZE":
-                raise Conflict(f"cannot revert a resize: VM '{server.name}' is {server.status}, not VERIFY_RESIZE")
-            if not revert and flavor and server.flavor_name != flavor.name:
-                raise Conflict(
-                    f"VM '{server.name}' awaits confirmation of a resize to {server.flavor_name}, not {flavor.name}: "
-                    "send that flavor to confirm it, or revert: true"
-                )
-            if stop_at_verify:
-                return server, []
-            action = "revert_resize" if revert else "confirm_resize"
-            driver.set_state(server.id, action)
-            return settled(server), [action]
-        if server.status in RESIZABLE and server.flavor_name == flavor.name:
-            return server, []  # already there, including clouds that auto-confirm resizes
-        if server.status not in RESIZABLE:
-            raise Conflict(f"cannot resize VM '{server.name}' while it is {server.status} (needs ACTIVE or SHUTOFF)")
-        driver.resize(server.id, flavor)
-        if not (confirm or wait):
-            return server, ["resize"]
-        server = driver.wait_for_status(
-            server.id, {"VERIFY_RESIZE"}, wait or CONFIRM_WAIT,
-            done=lambda s: s.status in RESIZABLE and s.flavor_name == flavor.name and not s.task_state,
-        )
-        if confirm and server.status == "VERIFY_RESIZE":
-            driver.set_state(server.id, "confirm_resize")
-            return settled(server), ["resize", "confirm_resize"]
-        return server, ["resize"]
 
 
 # -- attribute validation -------------------------------------------------------------------
@@ -454,7 +410,7 @@ def _names(attributes: Dict[str, Any], key: str) -> Optional[Tuple[str, ...]]:
 
 
 def _metadata(attributes: Dict[str, Any], key: str = "metadata") -> Dict[str, str]:
-    """An object of strings (Nova keeps metadata as text)."""
+    """An object of strings (clouds keep metadata as text)."""
     value = attributes.get(key)
     if value is None:
         return {}
@@ -556,7 +512,7 @@ def _age_order(server: Server) -> Tuple[str, str]:
     return (server.created or "", server.id)
 
 
-def _run_state_action(driver: CloudDriver, server: Server, action: str) -> None:
+def _run_state_action(driver: CloudDriver, server: Server, action: states.ServerAction) -> None:
     """Run a state action; a reboot runs at most once per request, even if it is redelivered.
 
     A reboot is the one state action that is not idempotent: a request redelivered after the

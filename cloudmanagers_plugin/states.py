@@ -5,12 +5,41 @@ one target; the target's row says which driver action reaches it from each curre
 which statuses already satisfy it (nothing to do), and the status the VM settles in once the
 action is done (what ``wait`` waits for). Idempotency, validation and waiting all read this one
 table, as Ansible's ``server_action`` does, instead of an ``if`` ladder.
+
+The actions are a closed set (``ServerAction``) that each driver maps once to its cloud's calls,
+so a row can name no action a driver lacks. The few statuses the rest of the plugin reasons
+about by name are here too, so that only this table and the drivers know Nova's words.
 """
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Mapping, Optional, Tuple
 
 from .errors import BadRequest, Conflict
+
+RUNNING = "ACTIVE"  # what a create waits for, and what ``protect_running`` protects
+VERIFY_RESIZE = "VERIFY_RESIZE"  # a resized VM awaiting its confirmation (or revert)
+RESIZABLE = ("ACTIVE", "SHUTOFF")  # where a resize may start, and where a finished one settles
+
+
+class ServerAction(str, Enum):
+    """One action on a VM's state; the value is the word the reply's ``vm_actions`` shows."""
+
+    PAUSE = "pause"
+    UNPAUSE = "unpause"
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    START = "start"
+    STOP = "stop"
+    REBOOT_SOFT = "reboot_soft"
+    REBOOT_HARD = "reboot_hard"
+    CONFIRM_RESIZE = "confirm_resize"
+    REVERT_RESIZE = "revert_resize"
+    SHELVE = "shelve"
+    UNSHELVE = "unshelve"
+
+    def __str__(self) -> str:  # the word, in messages and logs, on every Python version
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -25,7 +54,7 @@ class Transition:
     """
 
     target: str
-    actions: Mapping[str, str]  # current Nova status -> driver action
+    actions: Mapping[str, ServerAction]  # current Nova status -> the action that leaves it for ``target``
     settles_to: str = ""
     by_resize: bool = False
     equivalents: Tuple[str, ...] = ()
@@ -47,25 +76,27 @@ TRANSITIONS: Mapping[str, Transition] = {
     for row in (
         Transition(
             "ACTIVE",
-            {"PAUSED": "unpause", "SUSPENDED": "resume", "SHUTOFF": "start", "VERIFY_RESIZE": "confirm_resize",
-             "SHELVED": "unshelve", "SHELVED_OFFLOADED": "unshelve"},
+            {"PAUSED": ServerAction.UNPAUSE, "SUSPENDED": ServerAction.RESUME, "SHUTOFF": ServerAction.START,
+             VERIFY_RESIZE: ServerAction.CONFIRM_RESIZE,
+             "SHELVED": ServerAction.UNSHELVE, "SHELVED_OFFLOADED": ServerAction.UNSHELVE},
         ),
-        Transition("PAUSED", {"ACTIVE": "pause"}),
-        Transition("SUSPENDED", {"ACTIVE": "suspend"}),
-        Transition("SHUTOFF", {"ACTIVE": "stop", "ERROR": "stop"}),
-        Transition("REBOOT", {"ACTIVE": "reboot_soft"}, settles_to="ACTIVE"),
+        Transition("PAUSED", {"ACTIVE": ServerAction.PAUSE}),
+        Transition("SUSPENDED", {"ACTIVE": ServerAction.SUSPEND}),
+        Transition("SHUTOFF", {"ACTIVE": ServerAction.STOP, "ERROR": ServerAction.STOP}),
+        Transition("REBOOT", {"ACTIVE": ServerAction.REBOOT_SOFT}, settles_to="ACTIVE"),
         Transition(
             "SHELVED",
-            {status: "shelve" for status in ("ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED")},
+            {status: ServerAction.SHELVE for status in ("ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED")},
             equivalents=("SHELVED_OFFLOADED",),
         ),
         Transition(
             "HARD_REBOOT",
-            {status: "reboot_hard" for status in ("ACTIVE", "PAUSED", "SUSPENDED", "SHUTOFF", "ERROR", "REBOOT")},
+            {status: ServerAction.REBOOT_HARD
+             for status in ("ACTIVE", "PAUSED", "SUSPENDED", "SHUTOFF", "ERROR", "REBOOT")},
             settles_to="ACTIVE",
         ),
         # The first step of the documented two-step resize: resize, and stop before the confirmation.
-        Transition("VERIFY_RESIZE", {}, by_resize=True),
+        Transition(VERIFY_RESIZE, {}, by_resize=True),
     )
 }
 
@@ -100,7 +131,7 @@ def normalise(requested: str) -> Transition:
     return TRANSITIONS[target]
 
 
-def plan(current: str, requested: str, resizing: bool = False) -> Optional[str]:
+def plan(current: str, requested: str, resizing: bool = False) -> Optional[ServerAction]:
     """The driver action that takes a VM from ``current`` to ``requested``; None when already there,
     or when the target is reached by the resize the request also asks for (``resizing``).
 

@@ -2,7 +2,9 @@
 
 A driver owns one cloud manager section for the life of the process (its session, its
 token, its caches). The controller never sees HTTP: drivers raise only the project's
-errors (``cloudmanagers_plugin.errors``).
+errors (``cloudmanagers_plugin.errors``). Protocols made of several calls and waits (the
+two-step resize, waiting for a status or an image) are written once here, on top of the
+single calls each driver implements, so the controller asks for an outcome, not a sequence.
 """
 
 import time
@@ -13,8 +15,10 @@ from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tup
 
 from ..config import CloudManagerConfig
 from ..errors import BackendError, Conflict, NotFound, ServerFault, WaitTimeout
+from ..states import RESIZABLE, VERIFY_RESIZE, ServerAction
 
 DELETED = "DELETED"
+CONFIRM_WAIT = 600.0  # how long ``confirm`` waits for VERIFY_RESIZE when no ``wait`` is given
 T = TypeVar("T")
 
 
@@ -170,12 +174,15 @@ class CloudDriver(ABC):
         """
 
     @abstractmethod
-    def set_state(self, server_id: str, action: str) -> None:
-        """Run one state action of ``states.TRANSITIONS`` (pause, start, confirm_resize...)."""
+    def set_state(self, server_id: str, action: ServerAction) -> None:
+        """Ask for one state action (pause, start, confirm_resize...); returns once the cloud accepted it."""
 
     @abstractmethod
     def resize(self, server_id: str, flavor: Flavor) -> None:
-        """Start a resize; the VM goes to VERIFY_RESIZE (or straight to ACTIVE on auto-confirm clouds)."""
+        """Start a resize; the VM goes to VERIFY_RESIZE (or straight to ACTIVE on auto-confirm clouds).
+
+        One call: ``advance_resize`` runs the protocol around it.
+        """
 
     @abstractmethod
     def delete(self, server_id: str) -> None:
@@ -212,6 +219,57 @@ class CloudDriver(ABC):
     @abstractmethod
     def console_log(self, server_id: str, lines: int) -> str:
         """The last ``lines`` lines of the VM's console output."""
+
+    def advance_resize(
+        self, server: Server, flavor: Optional[Flavor], *, confirm: bool = False, revert: bool = False,
+        wait: Optional[float] = None, stop_at_verify: bool = False,
+    ) -> Tuple[Server, List[str]]:
+        """Take the VM one step along the two-step resize; returns it and the actions run.
+
+        The seed API resizes in two messages that both name the new flavor: the first starts the
+        resize (the VM goes to VERIFY_RESIZE), the second confirms it. ``confirm`` does both in
+        one message, waiting for VERIFY_RESIZE; ``revert`` undoes a resize awaiting confirmation
+        (``flavor`` may then be None). A VM already on the flavor needs nothing, which is also how
+        a cloud that confirms resizes by itself shows a finished one. ``stop_at_verify`` (a
+        requested status VERIFY_RESIZE) makes only the first step and leaves a VM already
+        awaiting the confirmation of this flavor as it is. ``wait`` waits for the final status.
+        """
+
+        def settled(current: Server) -> Server:
+            return self.wait_for_status(current.id, RESIZABLE, wait) if wait else current
+
+        if revert or server.status == VERIFY_RESIZE:
+            if server.status != VERIFY_RESIZE:
+                raise Conflict(f"cannot revert a resize: VM '{server.name}' is {server.status}, not {VERIFY_RESIZE}")
+            if not revert and flavor and server.flavor_name != flavor.name:
+                raise Conflict(
+                    f"VM '{server.name}' awaits confirmation of a resize to {server.flavor_name}, not {flavor.name}: "
+                    "send that flavor to confirm it, or revert: true"
+                )
+            if stop_at_verify:
+                return server, []
+            action = ServerAction.REVERT_RESIZE if revert else ServerAction.CONFIRM_RESIZE
+            self.set_state(server.id, action)
+            return settled(server), [action.value]
+        if flavor is None:
+            raise ValueError("advance_resize needs a flavor unless it reverts")
+        if server.status in RESIZABLE and server.flavor_name == flavor.name:
+            return server, []  # already there, including clouds that auto-confirm resizes
+        if server.status not in RESIZABLE:
+            raise Conflict(
+                f"cannot resize VM '{server.name}' while it is {server.status} (needs {' or '.join(RESIZABLE)})"
+            )
+        self.resize(server.id, flavor)
+        if not (confirm or wait):
+            return server, ["resize"]
+        server = self.wait_for_status(
+            server.id, {VERIFY_RESIZE}, wait or CONFIRM_WAIT,
+            done=lambda s: s.status in RESIZABLE and s.flavor_name == flavor.name and not s.task_state,
+        )
+        if confirm and server.status == VERIFY_RESIZE:
+            self.set_state(server.id, ServerAction.CONFIRM_RESIZE)
+            return settled(server), ["resize", ServerAction.CONFIRM_RESIZE.value]
+        return server, ["resize"]
 
     def wait_for_image(self, image_id: str, timeout: float) -> str:
         """Poll until the image is active; BackendError if it fails, WaitTimeout if it takes longer."""

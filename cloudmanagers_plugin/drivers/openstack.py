@@ -18,6 +18,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, TypeVar, Union
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -28,14 +29,17 @@ from keystoneauth1.identity import v3
 import novaclient
 from novaclient import client as nova_client
 from novaclient import exceptions as nova_exc
+from novaclient.v2.servers import ServerManager
 
 from ..config import CloudManagerConfig
 from ..errors import (
     AuthError, BackendError, BadRequest, CloudManagerError, ConfigError, Conflict, NotFound, RateLimited,
 )
+from ..states import RUNNING, ServerAction
 from . import views
 from .base import CloudDriver, Console, CreateOptions, Flavor, Server, is_uuid
 from .catalog import Catalog
+from .expiring import ExpiringCache
 from .ratelimit import raise_when_limited
 
 LOG = logging.getLogger(__name__)
@@ -52,20 +56,20 @@ TAGS_AT_CREATE = (2, 52)  # the Nova microversion that accepts ``tags`` in a cre
 CONSOLE_CACHE_SECONDS = 300.0  # below Nova's default console token TTL (600 s)
 CONSOLE_CACHE_SIZE = 1024
 
-# Driver action (states.TRANSITIONS) -> novaclient ServerManager call.
-_ACTIONS = {
-    "pause": lambda servers, sid: servers.pause(sid),
-    "unpause": lambda servers, sid: servers.unpause(sid),
-    "suspend": lambda servers, sid: servers.suspend(sid),
-    "resume": lambda servers, sid: servers.resume(sid),
-    "start": lambda servers, sid: servers.start(sid),
-    "stop": lambda servers, sid: servers.stop(sid),
-    "reboot_soft": lambda servers, sid: servers.reboot(sid, "SOFT"),
-    "reboot_hard": lambda servers, sid: servers.reboot(sid, "HARD"),
-    "confirm_resize": lambda servers, sid: servers.confirm_resize(sid),
-    "revert_resize": lambda servers, sid: servers.revert_resize(sid),
-    "shelve": lambda servers, sid: servers.shelve(sid),
-    "unshelve": lambda servers, sid: servers.unshelve(sid),
+# Every state action -> the novaclient call that runs it (a ServerManager method, given the VM id).
+NOVA_ACTIONS: Mapping[ServerAction, Callable[[ServerManager, str], Any]] = {
+    ServerAction.PAUSE: ServerManager.pause,
+    ServerAction.UNPAUSE: ServerManager.unpause,
+    ServerAction.SUSPEND: ServerManager.suspend,
+    ServerAction.RESUME: ServerManager.resume,
+    ServerAction.START: ServerManager.start,
+    ServerAction.STOP: ServerManager.stop,
+    ServerAction.REBOOT_SOFT: partial(ServerManager.reboot, reboot_type="SOFT"),
+    ServerAction.REBOOT_HARD: partial(ServerManager.reboot, reboot_type="HARD"),
+    ServerAction.CONFIRM_RESIZE: ServerManager.confirm_resize,
+    ServerAction.REVERT_RESIZE: ServerManager.revert_resize,
+    ServerAction.SHELVE: ServerManager.shelve,
+    ServerAction.UNSHELVE: ServerManager.unshelve,
 }
 
 
@@ -107,7 +111,7 @@ class OpenStackDriver(CloudDriver):
         self._lock = threading.Lock()
         self._flavors: Dict[str, Flavor] = {}
         self._flavors_loaded = 0.0
-        self._consoles: Dict[str, Tuple[float, Console]] = {}
+        self._consoles: ExpiringCache[str, Console] = ExpiringCache(CONSOLE_CACHE_SECONDS, CONSOLE_CACHE_SIZE)
         self._network_names = Catalog("network", lambda: [
             (n["id"], n.get("name", "")) for n in self._neutron_pages("list networks", "networks", "networks")],
             NAME_CACHE_SECONDS)
@@ -116,7 +120,7 @@ class OpenStackDriver(CloudDriver):
         self._zone_names = Catalog("availability zone", lambda: [(z, z) for z in self.list_zones()],
                                    NAME_CACHE_SECONDS)
         self._server_group_names = Catalog("server group", self._list_server_groups, NAME_CACHE_SECONDS)
-        self._image_ids: Dict[str, Tuple[float, str]] = {}
+        self._image_ids: ExpiringCache[str, str] = ExpiringCache(NAME_CACHE_SECONDS, NAME_CACHE_SIZE)
 
     # -- errors and rate limits -----------------------------------------------------------
 
@@ -349,9 +353,10 @@ class OpenStackDriver(CloudDriver):
         _, body = self._call("list server groups", lambda: self._nova.client.get(f"/os-server-groups?limit={PAGE_SIZE}"))
         return [(group["id"], group.get("name", "")) for group in body.get("server_groups") or []]
 
-    def set_state(self, server_id: str, action: str) -> None:
-        self._call(f"{action.replace('_', ' ')} VM {server_id}", lambda: _ACTIONS[action](self._nova.servers, server_id))
-        self._consoles.pop(server_id, None)
+    def set_state(self, server_id: str, action: ServerAction) -> None:
+        run = NOVA_ACTIONS[action]
+        self._call(f"{action.value.replace('_', ' ')} VM {server_id}", lambda: run(self._nova.servers, server_id))
+        self._consoles.discard(server_id)
 
     def set_metadata(self, server_id: str, metadata: Mapping[str, str]) -> None:
         self._call(f"set metadata of VM {server_id}", lambda: self._nova.servers.set_meta(server_id, dict(metadata)))
@@ -387,7 +392,7 @@ class OpenStackDriver(CloudDriver):
 
     def delete(self, server_id: str) -> None:
         self._call(f"delete VM {server_id}", lambda: self._nova.servers.delete(server_id))
-        self._consoles.pop(server_id, None)
+        self._consoles.discard(server_id)
 
     # -- flavors ------------------------------------------------------------------------
 
@@ -435,8 +440,8 @@ class OpenStackDriver(CloudDriver):
         if is_uuid(name_or_id):
             return name_or_id  # Nova validates the id itself: no extra request
         cached = self._image_ids.get(name_or_id)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        if cached:
+            return cached
         found = self._call(f"look up image '{name_or_id}'", lambda: self._image.get(
             "/v2/images?" + urlencode({"name": name_or_id})).json()).get("images", [])
         if not found:
@@ -448,20 +453,17 @@ class OpenStackDriver(CloudDriver):
         if len(found) > 1:
             ids = ", ".join(image["id"] for image in found)
             raise Conflict(f"cloud manager '{self.config.name}': several images are named '{name_or_id}' ({ids})")
-        if len(self._image_ids) >= NAME_CACHE_SIZE:
-            self._image_ids.clear()
-        self._image_ids[name_or_id] = (time.monotonic() + NAME_CACHE_SECONDS, found[0]["id"])
+        self._image_ids.put(name_or_id, found[0]["id"])
         return found[0]["id"]
 
     # -- console ------------------------------------------------------------------------
 
     def console(self, server: Server) -> Console:
-        if server.status != "ACTIVE":
+        if server.status != RUNNING:
             return Console(reason=f"the VM is {server.status}")
-        now = time.monotonic()
         cached = self._consoles.get(server.id)
-        if cached and cached[0] > now:
-            return cached[1]
+        if cached:
+            return cached
         try:
             body = self._call(f"get the console of VM {server.name}",
                               lambda: self._nova.servers.get_console_url(server.id, "novnc"))
@@ -470,9 +472,7 @@ class OpenStackDriver(CloudDriver):
         url = body["remote_console"]["url"]
         parsed = urlparse(url)
         found = Console(url=url, port=parsed.port or (443 if parsed.scheme == "https" else 80))
-        if len(self._consoles) >= CONSOLE_CACHE_SIZE:
-            self._consoles = {k: v for k, v in self._consoles.items() if v[0] > now}
-        self._consoles[server.id] = (now + CONSOLE_CACHE_SECONDS, found)
+        self._consoles.put(server.id, found)
         return found
 
 
