@@ -2,7 +2,7 @@
 
     cloudctl.py PARAMS_JSON ACTION [ACTION ...]
 
-Actions: seed-keystone, seed-nova, smoke, health, lifecycle. Several actions share one
+Actions: seed-keystone, seed-nova, smoke, health. Several actions share one
 process (imports of the OpenStack clients cost about a second). Progress goes
 to stderr; one JSON object merging every action's result goes to stdout.
 Exit status is non-zero on any failure.
@@ -32,9 +32,8 @@ def main(argv):
     import keystone_seed
     import nova_seed
     import smoke
-    import lifecycle
     actions = {"seed-keystone": keystone_seed.run, "seed-nova": nova_seed.run,
-               "smoke": smoke.run, "health": health, "lifecycle": lifecycle.run}
+               "smoke": smoke.run, "health": health}
     result = {}
     for name in argv[2:]:
         if name not in actions:

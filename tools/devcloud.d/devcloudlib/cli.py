@@ -22,7 +22,6 @@ typical use:
   tools/devcloud install          # venv with pinned services (+ apt if needed)
   tools/devcloud start            # cold 30-50 s, warm (already up) < 1 s
   tools/devcloud status [--json]
-  tools/devcloud selftest         # full VM lifecycle as demo, ~10 s
   tools/devcloud restart keystone
   tools/devcloud stop | wipe [--all]
 
@@ -112,16 +111,6 @@ def build_parser():
                    help="leave a RabbitMQ/MariaDB that the devcloud started running")
     p.set_defaults(func=commands.cmd_wipe)
 
-    p = sub.add_parser("selftest", parents=[common], formatter_class=fmt,
-                       help="run a full server lifecycle against the running devcloud",
-                       description="As the demo user with python-novaclient (microversion 2.96): "
-                       "list flavors and images, boot on flavor 1, pause/unpause, suspend/resume, "
-                       "stop/start, reboot soft/hard, resize to flavor 2 + confirm, get the noVNC "
-                       "console URL, delete; then check that a flavor with 100000 vCPUs (made by "
-                       "admin, removed afterwards) puts a server in ERROR with a fault. Prints the "
-                       "time of every step; exit 1 on any failure.")
-    p.set_defaults(func=commands.cmd_selftest)
-
     names = [s.name for s in SERVICES]
     p = sub.add_parser("restart", parents=[common], formatter_class=fmt,
                        help="stop and start one service, e.g. keystone",
@@ -137,8 +126,8 @@ def build_parser():
 @contextlib.contextmanager
 def _exclusive(st, command):
     """One state-changing command per base folder at a time (CI and a developer
-    may share the machine); status and selftest only read, so they don't lock."""
-    if command in ("status", "selftest"):
+    may share the machine); status only reads, so it doesn't lock."""
+    if command == "status":
         yield
         return
     os.makedirs(st.base, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The subcommands: install, start, status, stop, wipe, restart, selftest.
+"""The subcommands: install, start, status, stop, wipe, restart.
 
 ``start`` in order: venv + shared RabbitMQ/MariaDB; if the devcloud is
 already healthy, rewrite the output files and return (warm start); else
@@ -39,9 +39,9 @@ def _sync_lib(st):
         shutil.copy(os.path.join(st.lib, "virt", "devcloud_virt.py"), package)
 
 
-def cloudctl(st, *actions, timeout=300, echo=False):
+def cloudctl(st, *actions, timeout=300):
     """Run cloud-side actions with the venv's python; returns their JSON result.
-    Their progress goes to logs/cloudctl.log, or to the terminal with echo."""
+    Their progress goes to logs/cloudctl.log."""
     log = os.path.join(st.logs, "cloudctl.log")
     os.makedirs(st.logs, exist_ok=True)
     script = os.path.join(st.lib, "cloud", "cloudctl.py")
@@ -50,14 +50,14 @@ def cloudctl(st, *actions, timeout=300, echo=False):
         err.flush()
         try:
             cp = subprocess.run([st.venv_bin("python"), script, st.cloud_params_file] + list(actions),
-                                stdout=subprocess.PIPE, stderr=None if echo else err,
+                                stdout=subprocess.PIPE, stderr=err,
                                 stdin=subprocess.DEVNULL,
                                 timeout=timeout, cwd=os.path.join(st.lib, "cloud"),
                                 env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
         except subprocess.TimeoutExpired:
             raise DevcloudError("cloudctl %s timed out after %ds" % (" ".join(actions), timeout), log)
     if cp.returncode != 0:
-        raise DevcloudError("cloudctl %s failed" % " ".join(actions), None if echo else log)
+        raise DevcloudError("cloudctl %s failed" % " ".join(actions), log)
     lines = cp.stdout.decode().strip().splitlines()
     return json.loads(lines[-1]) if lines else {}
 
@@ -338,18 +338,6 @@ def _relaunch_changed(st):
         say("%s: its code or configuration changed since it started" % svc.name)
         _relaunch(st, svc)
     return bool(changed)
-
-
-# ----------------------------------------------------------------- selftest
-
-def cmd_selftest(st, args):
-    if not _initialized(st) or not _all_healthy(st):
-        raise DevcloudError("the devcloud is not running and healthy; run `start` first")
-    _sync_lib(st)
-    outputs.cloud_params(st, _load_json(_cloud_result_path(st)))
-    with phase("selftest: full server lifecycle as demo (novaclient, microversion 2.96)"):
-        cloudctl(st, "lifecycle", echo=True)
-    return 0
 
 
 # ------------------------------------------------------------- status/stop
