@@ -9,7 +9,7 @@ Target: the 8-worker agent has at least 6x the serial throughput.
 import sys
 import uuid
 
-from agent_harness import Client, Process, read_request
+from bench.agent_harness import Client, Process, read_request
 
 REQUESTS, LATENCY = 32, 0.2
 

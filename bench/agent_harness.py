@@ -1,9 +1,9 @@
 """Shared parts of the agent benches: the processes under test and a blocking RPC client.
 
-Run as a script it becomes one of the processes under test, until SIGTERM:
-    agent_harness.py agent UUID WORKERS LATENCY   the real agent and controller, with an
-                                                  in-process driver that sleeps LATENCY s
-    agent_harness.py echo QUEUE                   a bare pika RPC echo server (the baseline)
+Run as a module (from the repository root) it becomes one of the processes under test, until SIGTERM:
+    python -m bench.agent_harness agent UUID WORKERS LATENCY   the real agent and controller, with an
+                                                               in-process driver that sleeps LATENCY s
+    python -m bench.agent_harness echo QUEUE                   a bare pika RPC echo server (the baseline)
 """
 
 import json
@@ -18,10 +18,9 @@ from typing import Any, Dict, List, Optional
 
 import pika
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from cloudmanagers_plugin.drivers.base import CloudDriver, Console, Flavor, Server  # noqa: E402
+from cloudmanagers_plugin.drivers.base import CloudDriver, Console, Flavor, Server
+from tests.support import ROOT
+from tests.support.agent import wait_for_consumer
 
 BROKER = pika.ConnectionParameters("127.0.0.1")
 
@@ -121,9 +120,9 @@ class Process:
 
     def __init__(self, *args: str) -> None:
         self.queue = args[1]
-        self.popen = subprocess.Popen([sys.executable, os.path.abspath(__file__), *args],
+        self.popen = subprocess.Popen([sys.executable, "-m", "bench.agent_harness", *args], cwd=ROOT,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_consumer(self.queue)
+        wait_for_consumer(self.queue, timeout=20.0)
 
     @property
     def pid(self) -> int:
@@ -140,20 +139,6 @@ class Process:
             self.popen.kill()
         with pika.BlockingConnection(BROKER) as connection:
             connection.channel().queue_delete(self.queue)
-
-
-def wait_for_consumer(queue: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    with pika.BlockingConnection(BROKER) as connection:
-        while time.monotonic() < deadline:
-            channel = connection.channel()
-            try:
-                if channel.queue_declare(queue, passive=True).method.consumer_count:
-                    return
-            except pika.exceptions.ChannelClosedByBroker:
-                pass
-            time.sleep(0.05)
-    raise SystemExit(f"nothing consumes {queue} after {timeout} s")
 
 
 def rss_kib(pid: int) -> int:

@@ -8,7 +8,7 @@ agent process's RSS before the first request, after the warm-up, half-way and at
 import sys
 import uuid
 
-from agent_harness import Client, Process, read_request, rss_kib
+from bench.agent_harness import Client, Process, read_request, rss_kib
 
 TOTAL, WINDOW, WARMUP = 10_000, 16, 1_500
 GROWTH_LIMIT_KIB = 2048  # middle -> end; a leak of ~200 bytes per request would exceed it

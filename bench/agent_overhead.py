@@ -12,7 +12,7 @@ import statistics
 import sys
 import uuid
 
-from agent_harness import Client, Process, read_request
+from bench.agent_harness import Client, Process, read_request
 
 ROUNDS, SERIAL, PIPELINED, WINDOW = 15, 200, 600, 8
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Count the Keystone and Nova/Glance requests each action costs, against a recording HTTP fake.
 
-Run:  python bench/request_counts.py
+Run:  python -m bench.request_counts   (from the repository root)
 Every figure is counted in this run (requests the fake received), nothing is typed in, except
 the 2013 plugin's column, which comes from reading its code (a token per helper call: about
 6 token requests and 8 Nova requests for one VM-details read). The script exits non-zero if a
@@ -14,12 +14,9 @@ import tempfile
 
 import requests_mock
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
-
-from cloudmanagers_plugin import CloudmanagersController  # noqa: E402
-from cloudmanagers_plugin.request_context import running_request  # noqa: E402
-from fakecloud import IMAGE_ID, PASSWORD, FakeCloud  # noqa: E402
+from cloudmanagers_plugin import CloudmanagersController
+from cloudmanagers_plugin.request_context import running_request
+from tests.support.fakecloud import IMAGE_ID, PASSWORD, FakeCloud
 
 CM = "bench"
 LEGACY_DETAILS = (6, 8)  # 2013 plugin, VM details read: token requests, Nova requests

@@ -3,7 +3,7 @@
 import pika
 import pytest
 
-from agent_helpers import AgentThread, FakeController, Requester, agent_settings, delete_queue, unique
+from tests.support.agent import AgentThread, FakeController, Requester, agent_settings, delete_queue, unique
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from agent_helpers import unique
 from cloudmanagers_plugin.agent.client import build_request, parse_attr
 from cloudmanagers_plugin.agent.render import reply_text
 from cloudmanagers_plugin.cli import main
+from tests.support.agent import unique
 
 
 @pytest.mark.parametrize("text, expected", [

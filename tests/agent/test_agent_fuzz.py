@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from agent_helpers import request, unique
+from tests.support.agent import request, unique
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from agent_helpers import request, unique
+from tests.support.agent import request, unique
 
 pytestmark = pytest.mark.rabbitmq
 

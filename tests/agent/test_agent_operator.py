@@ -13,13 +13,12 @@ import threading
 import pika
 import pytest
 
-from agent_helpers import FakeController, agent_settings, delete_queue, request, unique, wait_for_consumer
 from cloudmanagers_plugin.agent.consumer import Backoff, Consumer, Topology
 from cloudmanagers_plugin.agent.service import AgentService
 from cloudmanagers_plugin.controller import CloudmanagersController
+from tests.support import ROOT
+from tests.support.agent import FakeController, agent_settings, delete_queue, request, unique, wait_for_consumer
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
 AGENT_LOG = "cloudmanagers_plugin.agent"
 
 

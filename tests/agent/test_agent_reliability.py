@@ -8,25 +8,30 @@ import time
 
 import pytest
 
-from agent_helpers import (
+from tests.support import ROOT
+from tests.support.agent import (
     AgentThread, FakeController, agent_settings, close_connection_named, delete_queue, request, unique,
     wait_for_consumer,
 )
 
 pytestmark = pytest.mark.rabbitmq
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
 
 def test_connection_kills_lose_no_reply_and_run_nothing_twice(start_agent, requester):
     agent = start_agent(workers=8)
     uuid = agent.settings.uuid
-    sent = [requester.send(request("create", n=n, name=f"vm-{n % 20}", sleep=0.1), uuid) for n in range(200)]
-    for threshold in (30, 100):
+    thresholds = (30, 100)
+
+    def hold(n):  # requests past a threshold wait until the connection was killed there
+        return next((f"after-{threshold}" for threshold in reversed(thresholds) if n >= threshold), None)
+
+    sent = [requester.send(request("create", n=n, name=f"vm-{n % 20}", hold=hold(n)), uuid) for n in range(200)]
+    for threshold in thresholds:
         requester.replies(threshold, timeout=30)
         wait_for_consumer(uuid)
         assert close_connection_named(f"cloudmanagers-agent {uuid}") == 1
         assert len(requester.replies(0)) < 200  # the kill happened mid-stream
+        agent.controller.release(f"after-{threshold}")
     replies = requester.replies(200, timeout=60)
     assert set(replies) == set(sent)
     assert all("error" not in reply for reply in replies.values())
@@ -37,9 +42,8 @@ def test_connection_kills_lose_no_reply_and_run_nothing_twice(start_agent, reque
 
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(broker, requester):
     uuid = unique("agent-test-sigterm")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(HERE)), HERE])}
     process = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "agent_process.py"), uuid], env=env,
+        [sys.executable, "-m", "tests.support.agent_process", uuid], env={**os.environ, "PYTHONPATH": ROOT},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -6,7 +6,7 @@ import time
 import pika
 import pytest
 
-from agent_helpers import request, unique
+from tests.support.agent import request, unique
 
 pytestmark = pytest.mark.rabbitmq
 

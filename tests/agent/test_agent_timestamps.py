@@ -9,10 +9,10 @@ import time
 import pika
 import pytest
 
-from agent_helpers import request, unique
 from cloudmanagers_plugin.agent.client import RpcClient, build_request
 from cloudmanagers_plugin.agent.settings import BrokerSettings
 from cloudmanagers_plugin.agent.timestamps import LEGACY_FORMAT, iso_now
+from tests.support.agent import request, unique
 
 pytestmark = pytest.mark.rabbitmq
 

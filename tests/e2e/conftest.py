@@ -6,18 +6,14 @@ and every e2e test errors, so CI fails loudly.
 
 import os
 import subprocess
-import sys
-import time
 import uuid
 
 import pytest
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from novaclient import client as nova_client
-from novaclient import exceptions as nova_exc
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
-import harness  # noqa: E402
+from tests.support.e2e import harness
 
 pytestmark = pytest.mark.e2e
 
@@ -81,27 +77,3 @@ def admin_nova(facts):
 @pytest.fixture
 def vm_name():
     return f"e2e-{uuid.uuid4().hex[:8]}"
-
-
-def real_status(nova, server_id):
-    """(status, task_state, flavor name) of a server as Nova itself reports it; DELETED when gone."""
-    try:
-        server = nova.servers.get(server_id)
-    except nova_exc.NotFound:
-        return "DELETED", None, None
-    return server.status, getattr(server, "OS-EXT-STS:task_state"), server.flavor["original_name"]
-
-
-def settle(nova, server_id, expect=None, timeout=90):
-    """Wait until Nova has no task under way on the server (and, given ``expect``, shows that status).
-
-    Returns (status, flavor name). ``expect`` matters where Nova works without a task state,
-    e.g. a confirmed resize stays VERIFY_RESIZE for a moment with no task.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        status, task, flavor = real_status(nova, server_id)
-        if not task and status not in ("BUILD", "RESIZE", "REBOOT", "HARD_REBOOT") and expect in (None, status):
-            return status, flavor
-        assert time.monotonic() < deadline, f"server {server_id} still {status}/{task}"
-        time.sleep(0.3)

@@ -7,8 +7,8 @@ import sys
 import pytest
 from novaclient import exceptions as nova_exc
 
-from conftest import harness, settle
-from seed_examples import assert_seed_reply, example
+from tests.support.e2e import harness, settle
+from tests.support.seed_examples import assert_seed_reply, example
 
 pytestmark = pytest.mark.e2e
 

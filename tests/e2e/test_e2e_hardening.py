@@ -10,7 +10,7 @@ import uuid
 import pika
 import pytest
 
-from conftest import harness, settle
+from tests.support.e2e import harness, settle
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import harness, settle
+from tests.support.e2e import harness, settle
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ from keystoneauth1.identity import v3
 
 from cloudmanagers_plugin.agent.client import RpcClient, build_request
 from cloudmanagers_plugin.agent.settings import load_settings
-from conftest import settle
+from tests.support.e2e import settle
 
 pytestmark = pytest.mark.e2e
 

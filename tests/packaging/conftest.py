@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from packaging_support import REPO, Artifacts, build_artifacts, need_tool, unpack_rpm
+from tests.support.packaging import REPO, Artifacts, build_artifacts, need_tool, unpack_rpm
 
 
 def pytest_configure(config):

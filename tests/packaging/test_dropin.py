@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from packaging_support import (
+from tests.support.packaging import (
     NOT_SOURCE, PACKAGE, READ_ALL, REPO, load_like_synapse, need_tool, package_source_files, run,
     write_cloudmanagers_conf,
 )

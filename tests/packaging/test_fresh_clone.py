@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from packaging_support import NAME, NOT_SOURCE, REPO, WHEEL_NAME, clean_env, need_tool, project_version, run
+from tests.support.packaging import NAME, NOT_SOURCE, REPO, WHEEL_NAME, clean_env, need_tool, project_version, run
 
 pytestmark = pytest.mark.packaging
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from packaging_support import (
+from tests.support.packaging import (
     DATA_DIR, NAME, NOT_SOURCE, PACKAGE, UNIT, WHEEL_NAME, clean_env, need_module, package_source_files, run,
 )
 

@@ -11,7 +11,7 @@ from email.parser import HeaderParser
 
 import pytest
 
-from packaging_support import (
+from tests.support.packaging import (
     NAME, PACKAGE, PLUGIN_ROOT, READ_ALL, UNIT, WHEEL_NAME, clean_env, load_like_synapse, need_tool, run,
     write_cloudmanagers_conf,
 )

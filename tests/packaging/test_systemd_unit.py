@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from packaging_support import need_tool
+from tests.support.packaging import need_tool
 
 pytestmark = pytest.mark.packaging
 

@@ -1,30 +1,11 @@
 """Fixtures for unit tests: a faked Keystone/Nova/Glance and a controller bound to it."""
 
-import os
-import textwrap
-
 import pytest
 import requests_mock
 
 from cloudmanagers_plugin import CloudmanagersController
-from fakecloud import PASSWORD, FakeCloud
-
-LEGACY_SECTION = f"""
-[test_os]
-cm_type = openstack
-url = http://127.0.0.1
-keystone_base_url = http://127.0.0.1:5000/v2.0
-nova_base_url = http://127.0.0.1:8774/v2/
-tenant_name = demo
-username = demo
-password = {PASSWORD}
-"""
-
-
-def write_config(path, text: str) -> str:
-    path.write_text(textwrap.dedent(text))
-    os.chmod(path, 0o600)
-    return str(path)
+from tests.support.controller import LEGACY_SECTION, write_config
+from tests.support.fakecloud import FakeCloud
 
 
 @pytest.fixture
@@ -53,8 +34,3 @@ def call(controller):
         )
 
     return run
-
-
-def status_of(reply):
-    assert "error" not in reply, reply["error"]
-    return reply["status"]

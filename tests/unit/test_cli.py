@@ -1,7 +1,7 @@
 """`cloudmanagers check-config`: one row per section, exit status says whether all is well."""
 
-from conftest import LEGACY_SECTION, write_config
 from cloudmanagers_plugin import cli
+from tests.support.controller import LEGACY_SECTION, write_config
 
 
 def test_check_config_all_good(conf_path, cloud, capsys):

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from conftest import LEGACY_SECTION, write_config
 from cloudmanagers_plugin import config as cfg
 from cloudmanagers_plugin.config import ConfigFile, compute_v21_url, identity_v3_url
 from cloudmanagers_plugin.errors import ConfigError, NotFound
+from tests.support.controller import LEGACY_SECTION, write_config
 
 
 @pytest.mark.parametrize("url,expected", [

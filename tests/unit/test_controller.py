@@ -5,9 +5,9 @@ import base64
 import pytest
 
 from cloudmanagers_plugin import CloudmanagersController
-from conftest import LEGACY_SECTION, status_of, write_config
-from fakecloud import IMAGE_ID
-from seed_examples import EXAMPLES, assert_seed_reply, example
+from tests.support.controller import LEGACY_SECTION, status_of, write_config
+from tests.support.fakecloud import IMAGE_ID
+from tests.support.seed_examples import EXAMPLES, assert_seed_reply, example
 
 CM = "test_os"
 
@@ -362,7 +362,6 @@ def test_unexpected_exception_still_replies(controller, monkeypatch):
     monkeypatch.setattr(controller.config, "section_ids", lambda: 1 / 0)
     reply = controller.process({"collection": "cloudmanagers", "action": "read"})
     assert reply["error"] == "internal error (ZeroDivisionError); see the agent's log"
-
 
 
 def test_wait_that_runs_out_says_where_the_vm_is(call, cloud):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from conftest import status_of, write_config, LEGACY_SECTION
-from fakecloud import IMAGE_ID, NETWORKS, SECURITY_GROUPS
+from tests.support.controller import LEGACY_SECTION, status_of, write_config
+from tests.support.fakecloud import IMAGE_ID, NETWORKS, SECURITY_GROUPS
 
 BASE = {"name": "vm", "flavor": "1", "image": IMAGE_ID}
 

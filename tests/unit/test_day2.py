@@ -3,7 +3,7 @@
 import pytest
 
 from cloudmanagers_plugin import states
-from conftest import status_of
+from tests.support.controller import status_of
 
 
 @pytest.mark.parametrize("current", ["ACTIVE", "SHUTOFF", "PAUSED", "SUSPENDED"])

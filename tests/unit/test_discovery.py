@@ -2,8 +2,8 @@
 
 import pytest
 
-from conftest import status_of
-from fakecloud import IMAGE_ID, NETWORKS, SECURITY_GROUPS
+from tests.support.controller import status_of
+from tests.support.fakecloud import IMAGE_ID, NETWORKS, SECURITY_GROUPS
 
 CM = "test_os"
 

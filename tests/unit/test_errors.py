@@ -6,9 +6,9 @@ import re
 import pytest
 import requests
 
-from conftest import status_of
-from fakecloud import GLANCE, KEYSTONE, NOVA, PASSWORD, TOKEN
 from cloudmanagers_plugin import CloudmanagersController
+from tests.support.controller import status_of
+from tests.support.fakecloud import GLANCE, KEYSTONE, NOVA, PASSWORD, TOKEN
 
 
 def _nova_error(cloud, code, message):

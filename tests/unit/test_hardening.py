@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from conftest import status_of
-from fakecloud import IMAGE_ID, NOVA
+from tests.support.controller import status_of
+from tests.support.fakecloud import IMAGE_ID, NOVA
 
 CM = "test_os"
 

@@ -11,7 +11,7 @@ import pytest
 from cloudmanagers_plugin.config import ConfigFile
 from cloudmanagers_plugin.drivers import driver_class
 from cloudmanagers_plugin.errors import MissingLibrary
-from conftest import LEGACY_SECTION, write_config
+from tests.support.controller import LEGACY_SECTION, write_config
 
 OPENSTACK = ("keystoneauth1", "novaclient", "keystoneclient")
 

@@ -11,11 +11,11 @@ import sys
 import pytest
 import requests
 
-from conftest import LEGACY_SECTION, status_of, write_config
 from cloudmanagers_plugin import cli
 from cloudmanagers_plugin.agent.settings import load_settings
 from cloudmanagers_plugin.errors import ConfigError
-from fakecloud import NOVA
+from tests.support.controller import LEGACY_SECTION, status_of, write_config
+from tests.support.fakecloud import NOVA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 V3_SECTION = LEGACY_SECTION.replace("[test_os]", "[v3]").replace("nova_base_url = http://127.0.0.1:8774/v2/\n", "")

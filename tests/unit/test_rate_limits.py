@@ -7,8 +7,8 @@ import time
 import pytest
 
 from cloudmanagers_plugin.drivers import ratelimit
-from conftest import status_of
-from fakecloud import IMAGE_ID, NOVA, TOKEN
+from tests.support.controller import status_of
+from tests.support.fakecloud import IMAGE_ID, NOVA, TOKEN
 
 SHOW = rf"^{re.escape(NOVA)}/servers/[^/?]+$"
 DETAIL = rf"^{re.escape(NOVA)}/servers/detail(\?.*)?$"

@@ -12,7 +12,6 @@ from pika import BasicProperties
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic
 
-from agent_helpers import FakeController
 from cloudmanagers_plugin.agent.consumer import Consumer
 from cloudmanagers_plugin.agent.dedup import AnswerCache
 from cloudmanagers_plugin.agent.dispatcher import Delivery, Dispatcher
@@ -23,7 +22,7 @@ from cloudmanagers_plugin.agent.permissions import Permissions
 from cloudmanagers_plugin.agent.publisher import ReplyPublisher
 from cloudmanagers_plugin.agent.replies import ReplyAddress, reply_properties
 from cloudmanagers_plugin.agent.request import InvalidRequest, read_filters, validate
-
+from tests.support.agent import FakeController
 
 # -- a broker that publishes in order and closes a channel on a missing exchange -----------------
 

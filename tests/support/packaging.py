@@ -20,7 +20,7 @@ PACKAGE = "cloudmanagers_plugin"
 PLUGIN_ROOT = "/var/lib/synapse/custom_plugin"
 UNIT = "cloudmanagers-agent.service"
 DATA_DIR = "share/" + NAME
-STUB = Path(__file__).resolve().parent / "synapse_agent_stub"
+STUB = REPO / "tests" / "packaging" / "synapse_agent_stub"
 
 # What a clean checkout does not have.
 NOT_SOURCE = shutil.ignore_patterns(

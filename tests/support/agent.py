@@ -18,8 +18,9 @@ from cloudmanagers_plugin.protocol import make_response
 class FakeController:
     """The controller contract, counting executions.
 
-    Each request may carry ``attributes.sleep`` (seconds) and ``attributes.n`` (an execution
-    label); ``executions`` counts labels, ``order`` lists (vm, n) in start order per VM.
+    Each request may carry ``attributes.sleep`` (seconds), ``attributes.n`` (an execution
+    label) and ``attributes.hold`` (it waits until the test calls ``release(hold)``);
+    ``executions`` counts labels, ``order`` lists (vm, n) in start order per VM.
     """
 
     __resource__ = "cloudmanagers"
@@ -32,6 +33,13 @@ class FakeController:
         self.running = 0
         self.max_running = 0
         self._lock = threading.Lock()
+        self._holds: Dict[str, threading.Event] = defaultdict(threading.Event)
+
+    def release(self, hold: str) -> None:
+        """Let the requests held under ``hold`` finish (and those sent with it later)."""
+        with self._lock:
+            event = self._holds[hold]
+        event.set()
 
     def process(self, message: Dict[str, Any]) -> Dict[str, Any]:
         attributes = message.get("attributes") or {}
@@ -40,6 +48,9 @@ class FakeController:
             self.order[attributes.get("name")].append(attributes.get("n"))
             self.running += 1
             self.max_running = max(self.max_running, self.running)
+            held = self._holds[attributes["hold"]] if attributes.get("hold") else None
+        if held is not None:
+            held.wait(60)
         time.sleep(attributes.get("sleep", self.latency))
         with self._lock:
             self.running -= 1

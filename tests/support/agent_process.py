@@ -1,10 +1,11 @@
-"""An agent process with the counting fake controller, for the SIGTERM test: agent_process.py UUID."""
+"""An agent process with the counting fake controller, for the SIGTERM test:
+python -m tests.support.agent_process UUID (with the repository root on PYTHONPATH)."""
 
 import logging
 import sys
 
-from agent_helpers import FakeController, agent_settings
 from cloudmanagers_plugin.agent.service import AgentService
+from tests.support.agent import FakeController, agent_settings
 
 
 def main() -> int:
