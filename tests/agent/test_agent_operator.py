@@ -182,10 +182,16 @@ def test_ready_is_notified_once_consuming(start_agent, monkeypatch, tmp_path):
 # -- the `cloudmanagers agent` command checks its files before it connects -------------------
 
 
-def _agent_command(*args, env=None, as_nobody=False):
+# Root reads any file through these two capabilities; without them it meets "permission denied"
+# on a file of mode 000 while still reaching the interpreter and the checkout, wherever they are.
+_NO_FILE_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search",
+                     "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def _agent_command(*args, env=None, unreadable_files=False):
     command = [sys.executable, "-m", "cloudmanagers_plugin.cli", "agent", *args]
-    if as_nobody and os.geteuid() == 0:  # root reads any file: drop to nobody to meet "permission denied"
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    if unreadable_files and os.geteuid() == 0:
+        command = [*_NO_FILE_OVERRIDE, *command]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
 
@@ -222,9 +228,7 @@ CM_SECTION = ("[cm1]\ncm_type = openstack\nkeystone_base_url = http://127.0.0.1:
 
 def test_unreadable_agent_config_exits_2(shared_dir):
     agent_config = _write(os.path.join(shared_dir, "agent.conf"), "[rabbitmq]\nhost = 127.0.0.1\n", mode=0o000)
-    if os.geteuid() != 0:
-        os.chmod(agent_config, 0o000)
-    code, output = _finish(_agent_command("--agent-config", agent_config, as_nobody=True))
+    code, output = _finish(_agent_command("--agent-config", agent_config, unreadable_files=True))
     assert code == 2 and f"cannot read the agent config file {agent_config}: Permission denied" in output
 
 
@@ -232,8 +236,8 @@ def test_unreadable_cloudmanagers_file_exits_2(shared_dir):
     agent_config = _write(os.path.join(shared_dir, "agent.conf"),
                           f"[rabbitmq]\nhost = 127.0.0.1\nuuid = 3a468145-1afc-40d3-baf5-3ba4c0fc3561\n"
                           f"[agent]\nuuid_file = {shared_dir}/uuid\n", mode=0o644)
-    config = _write(os.path.join(shared_dir, "cloudmanagers.conf"), CM_SECTION, mode=0o600)
-    code, output = _finish(_agent_command("--agent-config", agent_config, "--config", config, as_nobody=True))
+    config = _write(os.path.join(shared_dir, "cloudmanagers.conf"), CM_SECTION, mode=0o000)
+    code, output = _finish(_agent_command("--agent-config", agent_config, "--config", config, unreadable_files=True))
     assert code == 2 and f"{config}: cannot read the cloud managers file: Permission denied" in output
     assert "not a valid INI file" not in output
 
