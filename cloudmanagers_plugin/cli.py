@@ -12,7 +12,7 @@ import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import logsetup
+from . import credentials, logsetup
 from .agent import commands as agent_commands
 from .agent.render import table
 from .config import DEFAULT_PATHS, ENV_VAR, CloudManagerConfig
@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="warnings (unknown keys, a file readable by others) fail the check too (exit 2)")
     check.set_defaults(func=check_config)
     agent_commands.register(commands, verbosity)
+    credentials.register(commands, verbosity)
     return parser
 
 

@@ -34,14 +34,21 @@ KNOWN_KEYS = frozenset(
         "cm_type", "url", "keystone_base_url", "auth_url", "nova_base_url", "tenant_name",
         "project_name", "username", "password", "user_domain_name", "project_domain_name",
         "region_name", "interface", "cacert", "insecure", "timeout", "cloud", "clouds_yaml",
-        "networks", "compute_api_version", "protect_running",
+        "networks", "compute_api_version", "protect_running", "password_file",
+        "application_credential_id", "application_credential_name", "application_credential_secret",
+        "application_credential_secret_file",
     }
 )
 
 
 @dataclass(frozen=True)
 class CloudManagerConfig:
-    """One validated cloud manager section. ``password`` never appears in repr()."""
+    """One validated cloud manager section. Secrets never appear in repr().
+
+    With an application credential (``application_credential_secret`` and its id, or its name
+    and ``username``), that is what authenticates; ``password`` is then optional, kept only for
+    ``cloudmanagers credentials rotate``.
+    """
 
     name: str
     source: str
@@ -62,6 +69,15 @@ class CloudManagerConfig:
     networks: str = "auto"
     compute_api_version: str = "2.52"
     protect_running: bool = False
+    password_file: Optional[str] = field(default=None, repr=False)
+    application_credential_id: Optional[str] = None
+    application_credential_name: Optional[str] = None
+    application_credential_secret: Optional[str] = field(default=None, repr=False)
+    application_credential_secret_file: Optional[str] = None
+
+    @property
+    def uses_application_credential(self) -> bool:
+        return bool(self.application_credential_secret)
 
     def where(self, key: str) -> str:
         """'<file>: section [<name>]: key '<key>'', the prefix of every error about a key."""
@@ -230,15 +246,36 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
     if cacert and not os.path.isfile(cacert):
         raise ConfigError(f"{where('cacert')}: file {cacert} does not exist")
     compute_url = values.get("nova_base_url") or None
+    app_id = values.get("application_credential_id") or None
+    app_name = values.get("application_credential_name") or None
+    # a secret file without an id or name is where `cloudmanagers credentials create` will write
+    app_secret = (_secret(values, "application_credential_secret", where) if app_id or app_name
+                  else values.get("application_credential_secret") or None)
+    password = _secret(values, "password", where)
+    if app_secret or app_id or app_name:
+        if not app_secret:
+            raise ConfigError(f"{where('application_credential_secret')} is missing: an application credential needs "
+                              "its secret (or application_credential_secret_file)")
+        if not app_id and not (app_name and values.get("username")):
+            raise ConfigError(f"{where('application_credential_id')} is missing: give it, or "
+                              "application_credential_name with username")
+        username = values.get("username") or ""
+        project_name = values.get("project_name") or values.get("tenant_name") or ""
+    else:
+        username = required("username")
+        if not password:
+            raise ConfigError(f"{where('password')} is missing or empty (or set password_file, or an "
+                              "application credential)")
+        project_name = required("project_name", "tenant_name")
     return CloudManagerConfig(
         name=name,
         source=path,
         cm_type=cm_type,
         url=values.get("url") or _origin(auth_url),
         auth_url=identity_v3_url(auth_url),
-        username=required("username"),
-        password=required("password"),
-        project_name=required("project_name", "tenant_name"),
+        username=username,
+        password=password or "",
+        project_name=project_name,
         user_domain_name=values.get("user_domain_name") or "Default",
         project_domain_name=values.get("project_domain_name") or "Default",
         region_name=values.get("region_name") or None,
@@ -250,7 +287,37 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
         networks=values.get("networks") or "auto",
         compute_api_version=_microversion(values.get("compute_api_version") or "2.52", where("compute_api_version")),
         protect_running=_boolean(values.get("protect_running", "false"), where("protect_running")),
+        password_file=values.get("password_file") or None,
+        application_credential_id=app_id,
+        application_credential_name=app_name,
+        application_credential_secret=app_secret,
+        application_credential_secret_file=values.get("application_credential_secret_file") or None,
     )
+
+
+def _secret(values: Dict[str, str], key: str, where) -> Optional[str]:
+    """A secret set in the section, or read from the file ``<key>_file`` names (its first line).
+
+    The file is read whenever the cloud managers file is (re)loaded, not watched on its own: a
+    rotation writes it first and the cloud managers file (the new id) second, so a reader never
+    pairs a new secret with an old id.
+    """
+    path = values.get(f"{key}_file")
+    if path and values.get(key):
+        raise ConfigError(f"{where(key)}: set {key} or {key}_file, not both")
+    if not path:
+        return values.get(key) or None
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as handle:
+            secret = handle.readline().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where(key + '_file')}: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
+    if not secret:
+        raise ConfigError(f"{where(key + '_file')}: {path} is empty")
+    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
+        LOG.warning("%s is readable by other users and holds a secret: chmod 600 it", path)
+    return secret
 
 
 def _boolean(value: str, where: str) -> bool:
@@ -296,6 +363,9 @@ def _from_clouds_yaml(cloud: str, explicit: Optional[str], where: str) -> Dict[s
         "username": auth.get("username"),
         "password": auth.get("password"),
         "project_name": auth.get("project_name") or auth.get("tenant_name"),
+        "application_credential_id": auth.get("application_credential_id"),
+        "application_credential_name": auth.get("application_credential_name"),
+        "application_credential_secret": auth.get("application_credential_secret"),
         "user_domain_name": auth.get("user_domain_name") or auth.get("domain_name"),
         "project_domain_name": auth.get("project_domain_name") or auth.get("domain_name"),
         "region_name": entry.get("region_name"),

@@ -78,16 +78,8 @@ class OpenStackDriver(CloudDriver):
 
     def __init__(self, config: CloudManagerConfig):
         super().__init__(config)
-        auth = v3.Password(
-            auth_url=config.auth_url,
-            username=config.username,
-            password=config.password,
-            project_name=config.project_name,
-            user_domain_name=config.user_domain_name,
-            project_domain_name=config.project_domain_name,
-        )
         verify = False if config.insecure else (config.cacert or True)
-        self._session = ks_session.Session(auth=auth, verify=verify, timeout=config.timeout)
+        self._session = ks_session.Session(auth=_auth(config), verify=verify, timeout=config.timeout)
         self._session.session.hooks["response"].append(raise_when_limited)
         endpoint = {"interface": config.interface, "region_name": config.region_name}
         try:
@@ -169,9 +161,12 @@ class OpenStackDriver(CloudDriver):
             raise
         except (nova_exc.Unauthorized, ks_exc.Unauthorized):
             raise AuthError(
-                f"{section}: Keystone at {self.config.auth_url} refused the credentials (401) of user "
-                f"'{self.config.username}' for project '{self.config.project_name}' (trying to {doing}); "
-                "check username, password, project and domains"
+                f"{section}: Keystone at {self.config.auth_url} refused the credentials (401) " + (
+                    f"of application credential '{self.config.application_credential_id or self.config.application_credential_name}' "
+                    f"(trying to {doing}); check application_credential_id/_name and its secret (it may have expired "
+                    "or been deleted)" if self.config.uses_application_credential else
+                    f"of user '{self.config.username}' for project '{self.config.project_name}' (trying to {doing}); "
+                    "check username, password, project and domains")
             ) from None
         except (ks_exc.DiscoveryFailure, ks_exc.InvalidResponse):
             raise BackendError(
@@ -481,6 +476,27 @@ def _next_marker(links: Optional[List[Dict]]) -> Optional[str]:
         if link.get("rel") == "next":
             return parse_qs(urlparse(link["href"]).query).get("marker", [None])[0]
     return None
+
+
+def _auth(config: CloudManagerConfig):
+    """The Keystone v3 plugin: the section's application credential if it has one, else its password."""
+    if config.uses_application_credential:
+        return v3.ApplicationCredential(
+            auth_url=config.auth_url,
+            application_credential_secret=config.application_credential_secret,
+            application_credential_id=config.application_credential_id,
+            application_credential_name=None if config.application_credential_id else config.application_credential_name,
+            username=None if config.application_credential_id else config.username,
+            user_domain_name=None if config.application_credential_id else config.user_domain_name,
+        )
+    return v3.Password(
+        auth_url=config.auth_url,
+        username=config.username,
+        password=config.password,
+        project_name=config.project_name,
+        user_domain_name=config.user_domain_name,
+        project_domain_name=config.project_domain_name,
+    )
 
 
 def _by_name(catalog: Catalog, ref: str, where: str) -> str:

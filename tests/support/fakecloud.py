@@ -91,6 +91,7 @@ class FakeCloud:
         self.limits = {"maxTotalInstances": 20, "totalInstancesUsed": 0, "maxTotalCores": -1, "totalCoresUsed": 0,
                        "maxTotalRAMSize": -1, "totalRAMUsed": 0}
         self.tokens_issued = 0
+        self.app_credentials: Dict[str, dict] = {}  # id -> {id, name, secret}
         self.next_status: Dict[str, str] = {}  # server name -> status a create ends in
         self.created_bodies: List[dict] = []  # every POST /servers body, as sent
         self.snapshot_status = "active"  # what a new snapshot image shows in Glance
@@ -100,6 +101,10 @@ class FakeCloud:
                     headers={"X-Subject-Token": TOKEN})
         mocker.get(f"{NOVA}/", json={"version": {"id": "v2.1", "status": "CURRENT", "version": "2.96",
                                                  "min_version": "2.1"}})
+        mocker.post(f"{KEYSTONE}/v3/users/u1/application_credentials", json=self._create_app_credential,
+                    status_code=201)
+        mocker.delete(re.compile(rf"^{re.escape(KEYSTONE)}/v3/users/u1/application_credentials/[^/]+$"),
+                      json=self._delete_app_credential)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers(\?.*)?$"), json=self._list)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers/detail(\?.*)?$"), json=self._detail)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers/[^/?]+$"), json=self._show)
@@ -146,6 +151,11 @@ class FakeCloud:
     def requests(self) -> List[str]:
         return [f"{r.method} {r.path}{'?' + r.query if r.query else ''}" for r in self.mocker.request_history]
 
+    def add_app_credential(self, name: str = "cm", secret: str = "app-secret-0123") -> dict:
+        credential = {"id": uuid.uuid4().hex, "name": name, "secret": secret}
+        self.app_credentials[credential["id"]] = credential
+        return credential
+
     def add_server(self, name: str, status: str = "ACTIVE", flavor: str = "1", **extra) -> dict:
         flavor_row = next(f for f in FLAVORS if f["id"] == flavor)
         server = {
@@ -174,9 +184,17 @@ class FakeCloud:
     # -- keystone ------------------------------------------------------------------------
 
     def _token(self, request, context):
-        body = json.loads(request.body)
-        user = body["auth"]["identity"]["password"]["user"]
-        if user.get("password") != self.password:
+        identity = json.loads(request.body)["auth"]["identity"]
+        if "application_credential" in identity:
+            credential = identity["application_credential"]
+            known = self.app_credentials.get(credential.get("id")) or next(
+                (c for c in self.app_credentials.values() if c["name"] == credential.get("name")), None)
+            user = {"name": "demo"}
+            refused = known is None or known["secret"] != credential.get("secret")
+        else:
+            user = identity["password"]["user"]
+            refused = user.get("password") != self.password
+        if refused:
             context.status_code = 401
             return {"error": {"code": 401, "title": "Unauthorized",
                               "message": "The request you have made requires authentication."}}
@@ -197,6 +215,19 @@ class FakeCloud:
             "project": {"id": "p1", "name": "demo", "domain": {"id": "default", "name": "Default"}},
             "roles": [{"id": "r1", "name": "member"}], "catalog": catalog,
         }}
+
+    def _create_app_credential(self, request, context):
+        body = json.loads(request.body)["application_credential"]
+        credential = self.add_app_credential(body["name"], secret=uuid.uuid4().hex)
+        credential.update(unrestricted=body.get("unrestricted"), expires_at=body.get("expires_at"))
+        return {"application_credential": dict(credential, roles=[{"id": "r1", "name": "member"}], project_id="p1")}
+
+    def _delete_app_credential(self, request, context):
+        if self.app_credentials.pop(urlparse(request.url).path.rsplit("/", 1)[1], None) is None:
+            context.status_code = 404
+            return {"error": {"code": 404, "title": "Not Found", "message": "Could not find application credential"}}
+        context.status_code = 204
+        return None
 
     # -- nova ----------------------------------------------------------------------------
 
