@@ -318,7 +318,9 @@ class OpenStackDriver(CloudDriver):
         groups = [_by_name(self._group_names, ref, where) for ref in options.security_groups]
         zone = self._zone_names.find(options.availability_zone, where) if options.availability_zone else None
         group = _by_name(self._server_group_names, options.server_group, where) if options.server_group else None
-        created = self._call(f"create VM '{name}'", lambda: self._nova.servers.create(
+
+        def post():
+            return self._nova.servers.create(
                 name=name,
                 image=image_id,
                 flavor=flavor.id,
@@ -332,7 +334,10 @@ class OpenStackDriver(CloudDriver):
                 description=options.description,
                 scheduler_hints={"group": group} if group else None,
                 tags=list(options.tags) or None,
-            ), repeat=lambda: next(iter(self.servers_named(name)), None))
+            )
+
+        # rate-limited: send it again only if no VM of that name was made after all
+        created = self._call(f"create VM '{name}'", post, repeat=lambda: next(iter(self.servers_named(name)), None))
         # Nova answers 202 once the instance record exists in BUILD: no need to read it back.
         return Server(id=created.id, name=name, status="BUILD", flavor_name=flavor.name, vcpus=flavor.vcpus)
 

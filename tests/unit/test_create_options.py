@@ -2,6 +2,7 @@
 
 import pytest
 
+from cloudmanagers_plugin import CloudmanagersController
 from tests.support.controller import LEGACY_SECTION, status_of, write_config
 from tests.support.fakecloud import IMAGE_ID, NETWORKS, SECURITY_GROUPS
 
@@ -45,7 +46,6 @@ def test_networks_default_to_the_section(call, cloud):
 
 
 def test_section_networks_may_be_names(tmp_path, cloud):
-    from cloudmanagers_plugin import CloudmanagersController
     path = write_config(tmp_path / "cm.conf", LEGACY_SECTION + "networks = backend\n")
     reply = CloudmanagersController(config_path=path).process(
         {"collection": "cloudmanagers", "action": "create", "id": "test_os", "attributes": BASE})
@@ -107,7 +107,6 @@ def test_duplicate_names_are_a_conflict(call, cloud):
 
 
 def test_tags_need_microversion_2_52(tmp_path, cloud):
-    from cloudmanagers_plugin import CloudmanagersController
     path = write_config(tmp_path / "cm.conf", LEGACY_SECTION + "compute_api_version = 2.47\n")
     reply = CloudmanagersController(config_path=path).process(
         {"collection": "cloudmanagers", "action": "create", "id": "test_os", "attributes": {**BASE, "tags": ["a"]}})
