@@ -216,8 +216,7 @@ class OpenStackDriver(CloudDriver):
 
     def compute_max_version(self) -> str:
         """The compute API's highest microversion: one GET of its version document."""
-        with self._translate("reach the compute API"):
-            body = self._compute.get("/").json()
+        body = self._call("reach the compute API", lambda: self._compute.get("/").json())
         version = (body.get("version") or {}).get("version")
         if not version:
             raise BackendError(
@@ -445,8 +444,7 @@ class OpenStackDriver(CloudDriver):
         found = self._call(f"look up image '{name_or_id}'", lambda: self._image.get(
             "/v2/images?" + urlencode({"name": name_or_id})).json()).get("images", [])
         if not found:
-            with self._translate("list images"):
-                known = ", ".join(sorted(f"{image['id']} ({image.get('name')})" for image in self.list_images()))
+            known = ", ".join(sorted(f"{image['id']} ({image.get('name')})" for image in self.list_images()))
             raise NotFound(
                 f"cloud manager '{self.config.name}': no image named '{name_or_id}' (available: {known or 'none'})"
             )
