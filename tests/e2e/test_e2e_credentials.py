@@ -13,7 +13,7 @@ from keystoneclient.v3 import client as ks_client
 from cloudmanagers_plugin.agent.client import RpcClient, build_request
 from cloudmanagers_plugin.agent.settings import load_settings
 from cloudmanagers_plugin.config import ConfigFile
-from conftest import harness
+from tests.support.e2e import harness
 
 pytestmark = pytest.mark.e2e
 

@@ -7,8 +7,8 @@ import pytest
 from cloudmanagers_plugin import CloudmanagersController
 from cloudmanagers_plugin.config import ConfigFile
 from cloudmanagers_plugin.errors import ConfigError
-from conftest import LEGACY_SECTION, status_of, write_config
-from fakecloud import PASSWORD
+from tests.support.controller import LEGACY_SECTION, status_of, write_config
+from tests.support.fakecloud import PASSWORD
 
 BASE = """
 [appcred]

@@ -9,7 +9,7 @@ from cloudmanagers_plugin import cli
 from cloudmanagers_plugin.conffile import replace_atomically, set_keys
 from cloudmanagers_plugin.config import ConfigFile
 from cloudmanagers_plugin.errors import ConfigError
-from fakecloud import PASSWORD
+from tests.support.fakecloud import PASSWORD
 
 FILE = f"""# the cloud managers
 [first]
