@@ -75,7 +75,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         keystone, user_id = _keystone(section, password)
         created = _create(keystone, user_id, section, args.expires)
-        undo = _write(files.path, section, created)
+        try:
+            undo = _write(files.path, section, created)
+        except OSError as exc:
+            raise CredentialError(f"cannot write {exc.filename}: {exc.strerror}; the new credential {created.id} "
+                                  f"{_discard(keystone, user_id, created.id)}") from None
         try:
             _verify(files.path, section.name)
         except CredentialError as failure:
@@ -87,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
               + (f"; expires {created.expires_at}" if created.expires_at else ""))
         if rotate:
             time.sleep(max(0.0, args.grace))
+            # Keystone may have closed the idle kept-alive connection meanwhile: start a fresh one
+            keystone.session.session.close()
             old = _delete_old(keystone, user_id, section)
             print(f"{section.name}: old application credential {old} deleted")
     except CredentialError as exc:

@@ -114,3 +114,14 @@ def test_replace_atomically_keeps_the_mode(tmp_path):
     replace_atomically(str(path), "new")
     assert path.read_text() == "new" and stat.S_IMODE(os.stat(path).st_mode) == 0o604
     assert os.listdir(tmp_path) == ["f"]  # no temporary file left
+
+
+def test_a_file_that_cannot_be_written_deletes_the_new_credential(cloud, conf, monkeypatch, capsys):
+    def refuse(path, text):
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr("cloudmanagers_plugin.credentials.replace_atomically", refuse)
+    assert run("create", "appcred", "--config", str(conf)) == 1
+    error = capsys.readouterr().err
+    assert f"cannot write {conf}: Permission denied" in error and "was deleted" in error
+    assert cloud.app_credentials == {} and conf.read_text() == FILE
