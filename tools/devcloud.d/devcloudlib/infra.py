@@ -11,20 +11,23 @@ in ``<base>/run`` so that ``stop`` ends only what it started.
 import json
 import os
 import subprocess
+from typing import Any, Dict, List
 
 from .installer import ensure_apt_packages
-from .procs import pid_alive, read_pidfile, write_pidfile, proc_starttime
+from .procs import pid_alive, process_start_time, read_pidfile, write_pidfile
+from .settings import SERVICE_PASSWORD, Settings
 from .util import DevcloudError, phase, port_open, run, say, wait_for, which
 
 MARIADB_LOG = "/var/log/mysql/error.log"
+MARIADB_SOCKET = "/run/mysqld/mysqld.sock"
 
 
 # ----------------------------------------------------------------- MariaDB
 
-_ADMIN_VIA_SOCKET = []  # set once TCP login as root was refused but the socket works
+_ADMIN_VIA_SOCKET: List[bool] = []  # set once TCP login as root was refused but the socket works
 
 
-def mysql(st, sql, check=True, timeout=120):
+def mysql(settings: Settings, sql: str, check: bool = True, timeout: float = 120) -> List[List[str]]:
     """Run SQL as the MariaDB admin; return stdout rows (tab separated).
 
     Over TCP 127.0.0.1 first (root with an empty password, as on the
@@ -33,111 +36,114 @@ def mysql(st, sql, check=True, timeout=120):
     the socket of the default server is used instead.
     """
     env = dict(os.environ)
-    if st.mysql_root_password:
-        env["MYSQL_PWD"] = st.mysql_root_password
-    base = [which("mariadb") or "mariadb", "--no-defaults", "-u", st.mysql_root_user, "-N", "-B"]
-    tcp = ["--protocol=TCP", "-h", "127.0.0.1", "-P", str(st.ports["mysql_port"])]
-    sock = ["--protocol=SOCKET", "-S", "/run/mysqld/mysqld.sock"]
-    argv = base + (sock if _ADMIN_VIA_SOCKET else tcp) + ["-e", sql]
-    cp = run(argv, env=env, check=False, timeout=timeout)
-    if (cp.returncode != 0 and "Access denied" in cp.stderr and not _ADMIN_VIA_SOCKET
-            and st.ports["mysql_port"] == 3306 and os.geteuid() == 0
-            and os.path.exists(sock[-1])):
-        cp = run(base + sock + ["-e", sql], env=env, check=False, timeout=timeout)
-        if cp.returncode == 0:
+    if settings.mysql_root_password:
+        env["MYSQL_PWD"] = settings.mysql_root_password
+    client = [which("mariadb") or "mariadb", "--no-defaults", "-u", settings.mysql_root_user, "-N", "-B"]
+    over_tcp = ["--protocol=TCP", "-h", "127.0.0.1", "-P", str(settings.ports["mysql_port"])]
+    over_socket = ["--protocol=SOCKET", "-S", MARIADB_SOCKET]
+    argv = client + (over_socket if _ADMIN_VIA_SOCKET else over_tcp) + ["-e", sql]
+    completed = run(argv, env=env, check=False, timeout=timeout)
+    if (completed.returncode != 0 and "Access denied" in completed.stderr and not _ADMIN_VIA_SOCKET
+            and settings.ports["mysql_port"] == 3306 and os.geteuid() == 0
+            and os.path.exists(MARIADB_SOCKET)):
+        completed = run(client + over_socket + ["-e", sql], env=env, check=False, timeout=timeout)
+        if completed.returncode == 0:
             _ADMIN_VIA_SOCKET.append(True)
-    if check and cp.returncode != 0:
-        raise DevcloudError("MariaDB admin command failed (as %s): %s" % (
-            st.mysql_root_user, cp.stderr.strip()[-2000:]))
-    return [line.split("\t") for line in cp.stdout.splitlines() if line]
+    if check and completed.returncode != 0:
+        raise DevcloudError(f"MariaDB admin command failed (as {settings.mysql_root_user}): "
+                            f"{completed.stderr.strip()[-2000:]}")
+    return [line.split("\t") for line in completed.stdout.splitlines() if line]
 
 
-def _mariadb_marker(st):
-    return os.path.join(st.run, "mariadb.started-by-devcloud.pid")
+def _mariadb_marker(settings: Settings) -> str:
+    return os.path.join(settings.run, "mariadb.started-by-devcloud.pid")
 
 
-def ensure_mariadb(st):
-    port = st.ports["mysql_port"]
+def ensure_mariadb(settings: Settings) -> None:
+    """Reuse the MariaDB on the port; start (after installing, if need be) one only when none runs."""
+    port = settings.ports["mysql_port"]
     if port_open(port):
         ensure_apt_packages(["mariadb"])
-        say("MariaDB: reusing the server on 127.0.0.1:%d" % port)
+        say(f"MariaDB: reusing the server on 127.0.0.1:{port}")
         return
     ensure_apt_packages(["mariadbd", "mariadb"])
     with phase("MariaDB: not running, starting /usr/sbin/mariadbd"):
-        for d in ("/run/mysqld", "/var/log/mysql"):
-            os.makedirs(d, exist_ok=True)
-            subprocess.run(["chown", "mysql:mysql", d], check=False)
+        for folder in ("/run/mysqld", "/var/log/mysql"):
+            os.makedirs(folder, exist_ok=True)
+            subprocess.run(["chown", "mysql:mysql", folder], check=False)
         if not os.path.isdir("/var/lib/mysql/mysql"):
             run(["mariadb-install-db", "--user=mysql", "--datadir=/var/lib/mysql",
                  "--auth-root-authentication-method=normal", "--skip-test-db"],
-                log=os.path.join(st.logs, "mariadb-install.log"))
-        os.makedirs(st.run, exist_ok=True)
-        pidfile = _mariadb_marker(st)
-        extra = [] if port == 3306 else ["--", "--port=%d" % port]
+                log=os.path.join(settings.logs, "mariadb-install.log"))
+        os.makedirs(settings.run, exist_ok=True)
+        pidfile = _mariadb_marker(settings)
+        extra = [] if port == 3306 else ["--", f"--port={port}"]
         run(["start-stop-daemon", "--start", "--oknodo", "--background", "--make-pidfile",
              "--pidfile", pidfile, "--exec", "/usr/sbin/mariadbd"] + extra)
         pid = read_pidfile(pidfile)
         if pid:
             write_pidfile(pidfile, pid)  # add the start time: guards against pid reuse
-        wait_for(lambda: port_open(port), 60, "MariaDB on port %d" % port, log=MARIADB_LOG,
+        wait_for(lambda: port_open(port), 60, f"MariaDB on port {port}", log=MARIADB_LOG,
                  alive=lambda: pid_alive(pidfile))
 
 
-def stop_mariadb_if_ours(st):
-    pidfile = _mariadb_marker(st)
+def stop_mariadb_if_ours(settings: Settings) -> None:
+    """Stop the MariaDB only if the devcloud started it (a shared one is never touched)."""
+    pidfile = _mariadb_marker(settings)
     if not os.path.exists(pidfile):
         return
     if pid_alive(pidfile):
         pid = read_pidfile(pidfile)
-        say("MariaDB: stopping the server the devcloud started (pid %d)" % pid)
+        say(f"MariaDB: stopping the server the devcloud started (pid {pid})")
         run(["start-stop-daemon", "--stop", "--oknodo", "--pid", str(pid),
              "--retry", "TERM/60/KILL/5"], check=False)
     os.remove(pidfile)
 
 
-def databases_present(st):
-    names = {r[0] for r in mysql(st, "SHOW DATABASES")}
-    return all(db in names for db in st.databases.values())
+def databases_present(settings: Settings) -> bool:
+    names = {row[0] for row in mysql(settings, "SHOW DATABASES")}
+    return all(database in names for database in settings.databases.values())
 
 
-def recreate_databases(st):
+def recreate_databases(settings: Settings) -> None:
     """DROP and CREATE the devcloud's databases and (re)grant its DB user.
 
     Dropping matters: nova-compute refuses to start when the DB still holds a
     compute service record from an earlier life of the same host name.
     """
-    u = st.db_user
-    stmts = ["DROP DATABASE IF EXISTS `%s`; CREATE DATABASE `%s`;" % (db, db)
-             for db in st.databases.values()]
+    user = settings.db_user
+    statements = [f"DROP DATABASE IF EXISTS `{database}`; CREATE DATABASE `{database}`;"
+                  for database in settings.databases.values()]
     for host in ("127.0.0.1", "localhost"):
-        stmts.append("CREATE USER IF NOT EXISTS '%s'@'%s' IDENTIFIED BY 'secret';" % (u, host))
-        stmts.append("ALTER USER '%s'@'%s' IDENTIFIED BY 'secret';" % (u, host))
-        stmts.append("GRANT ALL PRIVILEGES ON `%s\\_%%`.* TO '%s'@'%s';" % (st.name, u, host))
-    mysql(st, "\n".join(stmts))
+        statements.append(f"CREATE USER IF NOT EXISTS '{user}'@'{host}' IDENTIFIED BY '{SERVICE_PASSWORD}';")
+        statements.append(f"ALTER USER '{user}'@'{host}' IDENTIFIED BY '{SERVICE_PASSWORD}';")
+        statements.append(f"GRANT ALL PRIVILEGES ON `{settings.name}\\_%`.* TO '{user}'@'{host}';")
+    mysql(settings, "\n".join(statements))
 
 
-def drop_databases(st):
-    stmts = ["DROP DATABASE IF EXISTS `%s`;" % db for db in st.databases.values()]
-    stmts += ["DROP USER IF EXISTS '%s'@'%s';" % (st.db_user, h) for h in ("127.0.0.1", "localhost")]
-    mysql(st, "\n".join(stmts))
+def drop_databases(settings: Settings) -> None:
+    statements = [f"DROP DATABASE IF EXISTS `{database}`;" for database in settings.databases.values()]
+    statements += [f"DROP USER IF EXISTS '{settings.db_user}'@'{host}';" for host in ("127.0.0.1", "localhost")]
+    mysql(settings, "\n".join(statements))
 
 
 # ----------------------------------------------------------------- RabbitMQ
 
-def rabbitmqctl(*args, check=True, timeout=60):
+def rabbitmqctl(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
     return run([which("rabbitmqctl") or "rabbitmqctl", "-q"] + list(args), check=check,
                timeout=timeout)
 
 
-def _rabbit_marker(st):
-    return os.path.join(st.run, "rabbitmq.started-by-devcloud.json")
+def _rabbit_marker(settings: Settings) -> str:
+    return os.path.join(settings.run, "rabbitmq.started-by-devcloud.json")
 
 
-def ensure_rabbitmq(st):
-    port = st.ports["rabbit_port"]
+def ensure_rabbitmq(settings: Settings) -> None:
+    """Reuse the broker on the port; start (after installing, if need be) one only when none runs."""
+    port = settings.ports["rabbit_port"]
     if port_open(port):
         ensure_apt_packages(["rabbitmqctl"])
-        say("RabbitMQ: reusing the broker on 127.0.0.1:%d" % port)
+        say(f"RabbitMQ: reusing the broker on 127.0.0.1:{port}")
         return
     ensure_apt_packages(["rabbitmq-server", "rabbitmqctl"])
     with phase("RabbitMQ: not running, starting rabbitmq-server -detached"):
@@ -147,67 +153,68 @@ def ensure_rabbitmq(st):
         subprocess.run(["rabbitmq-server", "-detached"], env=env, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        stdin=subprocess.DEVNULL, start_new_session=True)
-        wait_for(lambda: port_open(port), 90, "RabbitMQ on port %d" % port, interval=0.5)
+        wait_for(lambda: port_open(port), 90, f"RabbitMQ on port {port}", interval=0.5)
         rabbitmqctl("await_startup", timeout=90)
         pid = None
-        cp = rabbitmqctl("eval", "os:getpid().", check=False)
-        if cp.returncode == 0:
+        completed = rabbitmqctl("eval", "os:getpid().", check=False)
+        if completed.returncode == 0:
             try:
-                pid = int(cp.stdout.strip().strip('"'))
+                pid = int(completed.stdout.strip().strip('"'))
             except ValueError:
                 pid = None
-        os.makedirs(st.run, exist_ok=True)
-        with open(_rabbit_marker(st), "w") as f:
-            json.dump({"pid": pid, "starttime": proc_starttime(pid) if pid else None}, f)
+        os.makedirs(settings.run, exist_ok=True)
+        with open(_rabbit_marker(settings), "w") as handle:
+            json.dump({"pid": pid, "starttime": process_start_time(pid) if pid else None}, handle)
 
 
-def stop_rabbitmq_if_ours(st):
-    marker = _rabbit_marker(st)
+def stop_rabbitmq_if_ours(settings: Settings) -> None:
+    """Stop the broker only if the devcloud started it (a shared one is never touched)."""
+    marker = _rabbit_marker(settings)
     if not os.path.exists(marker):
         return
-    with open(marker) as f:
-        info = json.load(f)
-    pid = info.get("pid")
-    if pid and proc_starttime(pid) == info.get("starttime"):
-        say("RabbitMQ: stopping the broker the devcloud started (pid %d)" % pid)
+    with open(marker) as handle:
+        started = json.load(handle)
+    pid = started.get("pid")
+    if pid and process_start_time(pid) == started.get("starttime"):
+        say(f"RabbitMQ: stopping the broker the devcloud started (pid {pid})")
         rabbitmqctl("shutdown", check=False, timeout=120)
     os.remove(marker)
 
 
-def ensure_vhost(st, reset=False):
+def ensure_vhost(settings: Settings, reset: bool = False) -> None:
     """Create the devcloud's vhost (reset=True: delete it first, dropping stale
     queues of an earlier life) and give the RabbitMQ user full rights on it."""
     vhosts = set(rabbitmqctl("list_vhosts").stdout.split())
-    if reset and st.vhost in vhosts:
-        rabbitmqctl("delete_vhost", st.vhost)
-        vhosts.discard(st.vhost)
-    if st.vhost not in vhosts:
-        rabbitmqctl("add_vhost", st.vhost)
-    rabbitmqctl("set_permissions", "-p", st.vhost, st.rabbit_user, ".*", ".*", ".*")
+    if reset and settings.vhost in vhosts:
+        rabbitmqctl("delete_vhost", settings.vhost)
+        vhosts.discard(settings.vhost)
+    if settings.vhost not in vhosts:
+        rabbitmqctl("add_vhost", settings.vhost)
+    rabbitmqctl("set_permissions", "-p", settings.vhost, settings.rabbit_user, ".*", ".*", ".*")
 
 
-def delete_vhost(st):
-    if st.vhost in set(rabbitmqctl("list_vhosts").stdout.split()):
-        rabbitmqctl("delete_vhost", st.vhost)
+def delete_vhost(settings: Settings) -> None:
+    if settings.vhost in set(rabbitmqctl("list_vhosts").stdout.split()):
+        rabbitmqctl("delete_vhost", settings.vhost)
 
 
-def queue_consumers(st):
-    """queue name -> consumer count in the devcloud's vhost."""
-    cp = rabbitmqctl("list_queues", "-p", st.vhost, "name", "consumers", check=False)
-    out = {}
-    for line in cp.stdout.splitlines():
+def queue_consumers(settings: Settings) -> Dict[str, int]:
+    """queue name -> consumer count in the devcloud's vhost: a service consuming its queue serves."""
+    completed = rabbitmqctl("list_queues", "-p", settings.vhost, "name", "consumers", check=False)
+    consumers = {}
+    for line in completed.stdout.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[1].isdigit():
-            out[parts[0]] = int(parts[1])
-    return out
+            consumers[parts[0]] = int(parts[1])
+    return consumers
 
 
-def infra_status(st):
+def infra_status(settings: Settings) -> Dict[str, Dict[str, Any]]:
+    """RabbitMQ and MariaDB for ``status``: up, and whether the devcloud started them."""
     return {
-        "rabbitmq": {"port": st.ports["rabbit_port"], "up": port_open(st.ports["rabbit_port"]),
-                     "started_by_devcloud": os.path.exists(_rabbit_marker(st)), "vhost": st.vhost},
-        "mariadb": {"port": st.ports["mysql_port"], "up": port_open(st.ports["mysql_port"]),
-                    "started_by_devcloud": os.path.exists(_mariadb_marker(st)),
-                    "databases": sorted(st.databases.values())},
+        "rabbitmq": {"port": settings.ports["rabbit_port"], "up": port_open(settings.ports["rabbit_port"]),
+                     "started_by_devcloud": os.path.exists(_rabbit_marker(settings)), "vhost": settings.vhost},
+        "mariadb": {"port": settings.ports["mysql_port"], "up": port_open(settings.ports["mysql_port"]),
+                    "started_by_devcloud": os.path.exists(_mariadb_marker(settings)),
+                    "databases": sorted(settings.databases.values())},
     }
-

@@ -12,8 +12,9 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Iterable, List
 
-from . import settings as S
+from .settings import PIN_FILE, VENV_PACKAGES, Settings
 from .util import DevcloudError, phase, run, say, which
 
 APT_PACKAGES = {  # binary that proves the package is there -> Debian package
@@ -24,71 +25,74 @@ APT_PACKAGES = {  # binary that proves the package is there -> Debian package
 }
 
 
-def _stamp_value():
-    h = hashlib.sha256()
-    with open(S.PIN_FILE, "rb") as f:
-        h.update(f.read())
-    h.update(" ".join(S.VENV_PACKAGES).encode())
-    return h.hexdigest()
+def _stamp_value() -> str:
+    digest = hashlib.sha256()
+    with open(PIN_FILE, "rb") as handle:
+        digest.update(handle.read())
+    digest.update(" ".join(VENV_PACKAGES).encode())
+    return digest.hexdigest()
 
 
-def _base_python():
+def _base_python() -> str:
     """The interpreter to build the venv from: the base one even when this
     tool itself runs inside some other virtualenv (e.g. the plugin's)."""
     return getattr(sys, "_base_executable", None) or sys.executable
 
 
-def _stamp_path(st):
-    return os.path.join(st.venv, ".devcloud-stamp")
+def _stamp_path(settings: Settings) -> str:
+    return os.path.join(settings.venv, ".devcloud-stamp")
 
 
-def venv_ready(st):
+def venv_ready(settings: Settings) -> bool:
+    """True when the venv holds what the pin file asks for and its python runs."""
     try:
-        with open(_stamp_path(st)) as f:
-            ok = f.read().strip() == _stamp_value()
+        with open(_stamp_path(settings)) as handle:
+            matches = handle.read().strip() == _stamp_value()
     except OSError:
         return False
-    return ok and os.access(st.venv_bin("python"), os.X_OK)
+    return matches and os.access(settings.venv_bin("python"), os.X_OK)
 
 
-def install_venv(st, force=False):
-    if venv_ready(st) and not force:
-        say("venv %s is up to date (pin hash matches)" % st.venv)
+def install_venv(settings: Settings, force: bool = False) -> None:
+    """Create the venv and pip-install the pinned services, unless its stamp says it is done."""
+    if venv_ready(settings) and not force:
+        say(f"venv {settings.venv} is up to date (pin hash matches)")
         return
-    log = os.path.join(st.logs, "install.log")
-    os.makedirs(st.logs, exist_ok=True)
-    with phase("venv: pip install of the pinned OpenStack services (log: %s)" % log):
-        py = st.venv_bin("python")
-        if os.path.isdir(st.venv) and subprocess.run(
-                [py, "-c", "import sys"], capture_output=True).returncode != 0:
-            shutil.rmtree(st.venv)  # broken venv (e.g. system Python changed)
-        if not os.path.isdir(st.venv):
+    log = os.path.join(settings.logs, "install.log")
+    os.makedirs(settings.logs, exist_ok=True)
+    with phase(f"venv: pip install of the pinned OpenStack services (log: {log})"):
+        python = settings.venv_bin("python")
+        if os.path.isdir(settings.venv) and subprocess.run(
+                [python, "-c", "import sys"], capture_output=True).returncode != 0:
+            shutil.rmtree(settings.venv)  # broken venv (e.g. system Python changed)
+        if not os.path.isdir(settings.venv):
             try:
-                run([_base_python(), "-m", "venv", st.venv], log=log)
+                run([_base_python(), "-m", "venv", settings.venv], log=log)
             except DevcloudError:
                 # Debian ships ensurepip separately
                 apt_install(["python3-venv"])
-                shutil.rmtree(st.venv, ignore_errors=True)
-                run([_base_python(), "-m", "venv", st.venv], log=log)
+                shutil.rmtree(settings.venv, ignore_errors=True)
+                run([_base_python(), "-m", "venv", settings.venv], log=log)
         try:
-            os.remove(_stamp_path(st))
+            os.remove(_stamp_path(settings))
         except FileNotFoundError:
             pass
-        run([py, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
-             "-c", S.PIN_FILE] + S.VENV_PACKAGES, log=log, timeout=1800)
-        with open(_stamp_path(st), "w") as f:
-            f.write(_stamp_value() + "\n")
+        run([python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+             "-c", PIN_FILE] + VENV_PACKAGES, log=log, timeout=1800)
+        with open(_stamp_path(settings), "w") as handle:
+            handle.write(_stamp_value() + "\n")
 
 
-_apt_updated = False
+_apt_updated = False  # one `apt-get update` per command is enough
 
 
-def apt_install(packages):
+def apt_install(packages: List[str]) -> None:
+    """apt-get install (as root), updating the package lists once first."""
     global _apt_updated
     if os.geteuid() != 0:
-        raise DevcloudError("need root to apt-get install %s" % " ".join(packages))
+        raise DevcloudError(f"need root to apt-get install {' '.join(packages)}")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    with phase("apt-get install %s" % " ".join(packages)):
+    with phase(f"apt-get install {' '.join(packages)}"):
         if not _apt_updated:
             run(["apt-get", "update", "-q"], env=env, timeout=900)
             _apt_updated = True
@@ -96,13 +100,14 @@ def apt_install(packages):
             env=env, timeout=1800)
 
 
-def ensure_apt_packages(binaries):
+def ensure_apt_packages(binaries: Iterable[str]) -> None:
     """apt-get install the packages behind any of ``binaries`` that are missing."""
-    missing = sorted({APT_PACKAGES[b] for b in binaries if not which(b)})
+    missing = sorted({APT_PACKAGES[binary] for binary in binaries if not which(binary)})
     if missing:
         apt_install(missing)
 
 
-def install(st, force=False):
+def install(settings: Settings, force: bool = False) -> None:
+    """The ``install`` command: Debian packages that are missing, then the venv."""
     ensure_apt_packages(APT_PACKAGES)
-    install_venv(st, force=force)
+    install_venv(settings, force=force)

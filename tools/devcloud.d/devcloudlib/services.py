@@ -9,96 +9,100 @@ in ``<base>/run`` and a log in ``<base>/logs``.
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 from . import procs
+from .settings import HOST, Settings
 from .util import http_answers, port_open
 
 
 @dataclass
 class Service:
+    """One daemon of the devcloud."""
+
     name: str
     port_key: Optional[str] = None     # API services: settings port key
     module: Optional[str] = None       # gunicorn "module:callable"
     threads: int = 4
-    config_env: Optional[tuple] = None  # (variable, etc sub-folder) for the WSGI app
+    config_env: Optional[Tuple[str, str]] = None  # (variable, etc sub-folder) for the WSGI app
     console_script: Optional[str] = None
     # files (relative to <base>) whose content is what the process runs: when one changes, a
     # warm `start` restarts the service
-    code: tuple = ()
+    code: Tuple[str, ...] = ()
 
     @property
-    def is_api(self):
+    def is_api(self) -> bool:
         return self.module is not None
 
-    def pidfile(self, st):
-        return os.path.join(st.run, self.name + ".pid")
+    def pidfile(self, settings: Settings) -> str:
+        return os.path.join(settings.run, self.name + ".pid")
 
-    def logfile(self, st):
-        return os.path.join(st.logs, self.name + ".log")
+    def logfile(self, settings: Settings) -> str:
+        return os.path.join(settings.logs, self.name + ".log")
 
-    def argv(self, st):
+    def argv(self, settings: Settings) -> List[str]:
         if self.is_api:
-            return [st.venv_bin("gunicorn"), "--no-control-socket",
-                    "--chdir", os.path.join(st.lib, "wsgi"), "--name", "devcloud-" + self.name,
+            return [settings.venv_bin("gunicorn"), "--no-control-socket",
+                    "--chdir", os.path.join(settings.lib, "wsgi"), "--name", "devcloud-" + self.name,
                     "--workers", "1", "--threads", str(self.threads), "--timeout", "300",
-                    "--graceful-timeout", "5", "--bind", "127.0.0.1:%d" % st.ports[self.port_key],
+                    "--graceful-timeout", "5", "--bind", f"{HOST}:{settings.ports[self.port_key]}",
                     self.module]
-        return [st.venv_bin(self.console_script), "--config-file",
-                os.path.join(st.etc, "nova", "nova.conf")]
+        return [settings.venv_bin(self.console_script), "--config-file",
+                os.path.join(settings.etc, "nova", "nova.conf")]
 
-    def env(self, st):
+    def env(self, settings: Settings) -> Dict[str, str]:
+        """The daemon's environment: the devcloud's venv first, nothing of a caller's virtualenv."""
         env = dict(os.environ)
         env.update({"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1",
-                    "PATH": os.path.join(st.venv, "bin") + os.pathsep + env.get("PATH", "")})
+                    "PATH": os.path.join(settings.venv, "bin") + os.pathsep + env.get("PATH", "")})
         env.pop("PYTHONPATH", None)
         env.pop("VIRTUAL_ENV", None)
         if self.config_env:
-            var, sub = self.config_env
-            env[var] = os.path.join(st.etc, sub)
+            variable, folder = self.config_env
+            env[variable] = os.path.join(settings.etc, folder)
         return env
 
-    def start(self, st):
-        return procs.spawn(self.argv(st), self.pidfile(st), self.logfile(st),
-                           env=self.env(st), cwd=st.run)
+    def start(self, settings: Settings) -> int:
+        return procs.spawn(self.argv(settings), self.pidfile(settings), self.logfile(settings),
+                           env=self.env(settings), cwd=settings.run)
 
-    def _code_file(self, st):
-        return os.path.join(st.run, self.name + ".code")
+    def _code_file(self, settings: Settings) -> str:
+        return os.path.join(settings.run, self.name + ".code")
 
-    def code_stamp(self, st):
+    def code_stamp(self, settings: Settings) -> str:
         digest = hashlib.sha256()
-        for rel in self.code:
-            with open(os.path.join(st.base, rel), "rb") as f:
-                digest.update(f.read())
+        for relative in self.code:
+            with open(os.path.join(settings.base, relative), "rb") as handle:
+                digest.update(handle.read())
         return digest.hexdigest()
 
-    def record_code(self, st):
+    def record_code(self, settings: Settings) -> None:
         if self.code:
-            with open(self._code_file(st), "w") as f:
-                f.write(self.code_stamp(st) + "\n")
+            with open(self._code_file(settings), "w") as handle:
+                handle.write(self.code_stamp(settings) + "\n")
 
-    def code_changed(self, st):
+    def code_changed(self, settings: Settings) -> bool:
         """True when the running process was started from other code than what is on disk now."""
         if not self.code:
             return False
         try:
-            with open(self._code_file(st)) as f:
-                return f.read().strip() != self.code_stamp(st)
+            with open(self._code_file(settings)) as handle:
+                return handle.read().strip() != self.code_stamp(settings)
         except OSError:
             return True  # started before stamps were kept
 
-    def running(self, st):
-        return procs.pid_alive(self.pidfile(st))
+    def running(self, settings: Settings) -> bool:
+        return procs.pid_alive(self.pidfile(settings))
 
-    def port_in_use(self, st):
-        return self.is_api and port_open(st.ports[self.port_key])
+    def port_in_use(self, settings: Settings) -> bool:
+        return self.is_api and port_open(settings.ports[self.port_key])
 
-    def healthy(self, st):
+    def healthy(self, settings: Settings) -> bool:
         """Process alive and, for an API, answering HTTP on its port."""
-        if not self.running(st):
+        if not self.running(settings):
             return False
         if self.is_api:
-            return http_answers("http://127.0.0.1:%d/" % st.ports[self.port_key], timeout=3)
+            return http_answers(f"http://{HOST}:{settings.ports[self.port_key]}/", timeout=3)
         return True
 
 
@@ -118,4 +122,4 @@ SERVICES = [
     Service("nova-compute", console_script="nova-compute",
             code=("lib/virt/devcloud_virt.py", "etc/nova/nova.conf")),
 ]
-BY_NAME = {s.name: s for s in SERVICES}
+BY_NAME = {service.name: service for service in SERVICES}

@@ -6,14 +6,16 @@ goes under one folder (``base``) so that a wipe is a matter of removing a few
 known sub-paths, and so that CI on the same machine can reuse the venv.
 """
 
+import argparse
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Dict, Tuple
 
 HOST = "127.0.0.1"  # loopback only: nothing of the devcloud ever listens elsewhere
 
 # option name -> (environment variable, default, help)
-PORT_OPTIONS = {
+PORT_OPTIONS: Dict[str, Tuple[str, int, str]] = {
     "keystone_port": ("DEVCLOUD_KEYSTONE_PORT", 5000, "Keystone (identity) API port"),
     "nova_port": ("DEVCLOUD_NOVA_PORT", 8774, "Nova compute API port"),
     "placement_port": ("DEVCLOUD_PLACEMENT_PORT", 8778, "Placement API port"),
@@ -51,9 +53,11 @@ IMAGE_NAME = "cirros-fake"
 
 @dataclass
 class Settings:
+    """One devcloud: its folder, its name (which prefixes its databases, vhost and host) and ports."""
+
     base: str = DEFAULT_BASE
     name: str = "devcloud"
-    ports: dict = field(default_factory=dict)
+    ports: Dict[str, int] = field(default_factory=dict)
     rabbit_user: str = "guest"
     rabbit_password: str = "guest"
     mysql_root_user: str = "root"
@@ -61,40 +65,40 @@ class Settings:
 
     # ----- derived names -------------------------------------------------
     @property
-    def db_prefix(self):
+    def db_prefix(self) -> str:
         return self.name + "_"
 
     @property
-    def db_user(self):
+    def db_user(self) -> str:
         return self.name
 
     @property
-    def vhost(self):
+    def vhost(self) -> str:
         return self.name
 
     @property
-    def databases(self):
-        return {k: self.db_prefix + k for k in
+    def databases(self) -> Dict[str, str]:
+        return {key: self.db_prefix + key for key in
                 ("keystone", "placement", "glance", "nova_api", "nova_cell0", "nova_cell1")}
 
-    def db_url(self, key):
-        return "mysql+pymysql://%s:%s@%s:%d/%s?charset=utf8" % (
-            self.db_user, SERVICE_PASSWORD, HOST, self.ports["mysql_port"], self.databases[key])
+    def db_url(self, key: str) -> str:
+        return (f"mysql+pymysql://{self.db_user}:{SERVICE_PASSWORD}@{HOST}:{self.ports['mysql_port']}"
+                f"/{self.databases[key]}?charset=utf8")
 
     @property
-    def transport_url(self):
-        return "rabbit://%s:%s@%s:%d/%s" % (
-            self.rabbit_user, self.rabbit_password, HOST, self.ports["rabbit_port"], self.vhost)
+    def transport_url(self) -> str:
+        return (f"rabbit://{self.rabbit_user}:{self.rabbit_password}@{HOST}:{self.ports['rabbit_port']}"
+                f"/{self.vhost}")
 
-    def url(self, port_key, path=""):
-        return "http://%s:%d%s" % (HOST, self.ports[port_key], path)
+    def url(self, port_key: str, path: str = "") -> str:
+        return f"http://{HOST}:{self.ports[port_key]}{path}"
 
     @property
-    def auth_url(self):
+    def auth_url(self) -> str:
         return self.url("keystone_port", "/v3")
 
     @property
-    def catalog(self):
+    def catalog(self) -> Dict[str, Tuple[str, str]]:
         """service type -> (service name, endpoint URL) registered in Keystone."""
         return {
             "identity": ("keystone", self.url("keystone_port", "/v3/")),
@@ -105,79 +109,79 @@ class Settings:
         }
 
     # ----- paths ---------------------------------------------------------
-    def path(self, *parts):
+    def path(self, *parts: str) -> str:
         return os.path.join(self.base, *parts)
 
     @property
-    def venv(self):
+    def venv(self) -> str:
         return self.path("venv")
 
-    def venv_bin(self, exe):
-        return self.path("venv", "bin", exe)
+    def venv_bin(self, executable: str) -> str:
+        return self.path("venv", "bin", executable)
 
     @property
-    def etc(self):
+    def etc(self) -> str:
         return self.path("etc")
 
     @property
-    def data(self):
+    def data(self) -> str:
         return self.path("data")
 
     @property
-    def logs(self):
+    def logs(self) -> str:
         return self.path("logs")
 
     @property
-    def run(self):
+    def run(self) -> str:
         return self.path("run")
 
     @property
-    def lib(self):
+    def lib(self) -> str:
         """Copy of the WSGI shims and cloud scripts the running services use."""
         return self.path("lib")
 
     @property
-    def conf_file(self):
+    def conf_file(self) -> str:
         return self.path("cloudmanagers.conf")
 
     @property
-    def clouds_yaml(self):
+    def clouds_yaml(self) -> str:
         return self.path("clouds.yaml")
 
     @property
-    def facts_file(self):
+    def facts_file(self) -> str:
         return self.path("devcloud.json")
 
     @property
-    def cloud_params_file(self):
+    def cloud_params_file(self) -> str:
         """Internal JSON handed to the venv-side scripts (URLs, credentials)."""
         return self.path("etc", "cloud-params.json")
 
     @property
-    def init_marker(self):
+    def init_marker(self) -> str:
         return self.path("data", "initialized")
 
 
-def _env_int(var, default):
-    raw = os.environ.get(var)
+def _env_int(variable: str, default: int) -> int:
+    raw = os.environ.get(variable)
     if raw in (None, ""):
         return default
     try:
         return int(raw)
     except ValueError:
-        raise SystemExit("devcloud: %s must be a port number, got %r" % (var, raw))
+        raise SystemExit(f"devcloud: {variable} must be a port number, got {raw!r}")
 
 
-def from_args(args):
+def from_args(args: argparse.Namespace) -> Settings:
     """Build Settings from parsed CLI args (attributes may be missing) + env."""
     base = getattr(args, "base", None) or os.environ.get("DEVCLOUD_BASE") or DEFAULT_BASE
     name = getattr(args, "name", None) or os.environ.get("DEVCLOUD_NAME") or "devcloud"
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
         raise SystemExit("devcloud: name must match [a-z][a-z0-9_]{0,31} (it prefixes DB names)")
     ports = {}
-    for key, (var, default, _help) in PORT_OPTIONS.items():
-        val = getattr(args, key, None)
-        ports[key] = val if val is not None else _env_int(var, default)
+    for key, (variable, default, _help) in PORT_OPTIONS.items():
+        value = getattr(args, key, None)
+        ports[key] = value if value is not None else _env_int(variable, default)
     return Settings(
         base=os.path.abspath(os.path.expanduser(base)),
         name=name,
