@@ -6,73 +6,75 @@ One process with python-keystoneclient does this in about 2 s; the same with
 the ``openstack`` CLI took over a minute (CLI start-up per call).
 """
 
+from typing import Any, Dict, List, Optional, Tuple
+
 from keystoneclient.v3 import client as ks_client
 
-from common import log, session
+from common import Params, log, session
 
 INTERFACES = ("public", "internal", "admin")
 SERVICE_USERS = ("nova", "placement", "glance", "neutron")
 
 
-def _one(items):
+def _one(items: List[Any]) -> Optional[Any]:
     return items[0] if items else None
 
 
-def _ensure_role(ks, name):
-    return _one(ks.roles.list(name=name)) or ks.roles.create(name=name)
+def _ensure_role(keystone: ks_client.Client, name: str) -> Any:
+    return _one(keystone.roles.list(name=name)) or keystone.roles.create(name=name)
 
 
-def _ensure_project(ks, name, description):
-    return (_one(ks.projects.list(name=name, domain="default"))
-            or ks.projects.create(name=name, domain="default", description=description))
+def _ensure_project(keystone: ks_client.Client, name: str, description: str) -> Any:
+    return (_one(keystone.projects.list(name=name, domain="default"))
+            or keystone.projects.create(name=name, domain="default", description=description))
 
 
-def _ensure_user(ks, name, password, project):
-    user = _one(ks.users.list(name=name, domain="default"))
+def _ensure_user(keystone: ks_client.Client, name: str, password: str, project: Any) -> Any:
+    user = _one(keystone.users.list(name=name, domain="default"))
     if user is None:
-        user = ks.users.create(name=name, domain="default", password=password,
-                               default_project=project)
+        user = keystone.users.create(name=name, domain="default", password=password,
+                                     default_project=project)
     return user
 
 
-def _grant(ks, role, user, project):
-    if not ks.role_assignments.list(user=user, project=project, role=role):
-        ks.roles.grant(role, user=user, project=project)
+def _grant(keystone: ks_client.Client, role: Any, user: Any, project: Any) -> None:
+    if not keystone.role_assignments.list(user=user, project=project, role=role):
+        keystone.roles.grant(role, user=user, project=project)
 
 
-def _ensure_catalog(ks, region, catalog):
-    for stype, (sname, url) in sorted(catalog.items()):
-        service = _one(ks.services.list(type=stype)) or ks.services.create(
-            name=sname, type=stype, description="devcloud %s" % sname)
-        for iface in INTERFACES:
-            eps = ks.endpoints.list(service=service, interface=iface, region=region)
-            for extra in eps[1:]:
-                ks.endpoints.delete(extra)
-            if not eps:
-                ks.endpoints.create(service=service, url=url, interface=iface, region=region)
-            elif eps[0].url != url:
-                ks.endpoints.update(eps[0], url=url)
+def _ensure_catalog(keystone: ks_client.Client, region: str, catalog: Dict[str, Tuple[str, str]]) -> None:
+    """One endpoint per service and interface, at the URL of the current ports."""
+    for service_type, (service_name, url) in sorted(catalog.items()):
+        service = _one(keystone.services.list(type=service_type)) or keystone.services.create(
+            name=service_name, type=service_type, description=f"devcloud {service_name}")
+        for interface in INTERFACES:
+            endpoints = keystone.endpoints.list(service=service, interface=interface, region=region)
+            for extra in endpoints[1:]:
+                keystone.endpoints.delete(extra)
+            if not endpoints:
+                keystone.endpoints.create(service=service, url=url, interface=interface, region=region)
+            elif endpoints[0].url != url:
+                keystone.endpoints.update(endpoints[0], url=url)
 
 
-def run(params):
-    sess = session(params, "admin")
-    ks = ks_client.Client(session=sess, endpoint_override=params["auth_url"],
-                          region_name=params["region"])
-    roles = {n: _ensure_role(ks, n) for n in ("admin", "member", "reader", "service")}
-    service_project = _ensure_project(ks, "service", "devcloud service users")
+def run(params: Params) -> Dict[str, str]:
+    """Seed everything; returns the demo project's and user's ids."""
+    keystone = ks_client.Client(session=session(params, "admin"), endpoint_override=params["auth_url"],
+                                region_name=params["region"])
+    roles = {name: _ensure_role(keystone, name) for name in ("admin", "member", "reader", "service")}
+    service_project = _ensure_project(keystone, "service", "devcloud service users")
     for name in SERVICE_USERS:
-        user = _ensure_user(ks, name, params["service_password"], service_project)
-        _grant(ks, roles["admin"], user, service_project)
-        _grant(ks, roles["service"], user, service_project)
+        user = _ensure_user(keystone, name, params["service_password"], service_project)
+        _grant(keystone, roles["admin"], user, service_project)
+        _grant(keystone, roles["service"], user, service_project)
     demo = params["credentials"]["demo"]
-    demo_project = _ensure_project(ks, demo["project_name"], "devcloud demo project")
-    demo_user = _ensure_user(ks, demo["username"], demo["password"], demo_project)
+    demo_project = _ensure_project(keystone, demo["project_name"], "devcloud demo project")
+    demo_user = _ensure_user(keystone, demo["username"], demo["password"], demo_project)
     # member is what Nova's policy wants for booting, actions and the remote
     # console of one's own servers; reader is implied but granted explicitly
     for role in ("member", "reader"):
-        _grant(ks, roles[role], demo_user, demo_project)
-    _ensure_catalog(ks, params["region"], params["catalog"])
-    log("keystone seeded: projects service/%s, users %s + %s, catalog %s" % (
-        demo["project_name"], ",".join(SERVICE_USERS), demo["username"],
-        ",".join(sorted(params["catalog"]))))
+        _grant(keystone, roles[role], demo_user, demo_project)
+    _ensure_catalog(keystone, params["region"], params["catalog"])
+    log(f"keystone seeded: projects service/{demo['project_name']}, users {','.join(SERVICE_USERS)} + "
+        f"{demo['username']}, catalog {','.join(sorted(params['catalog']))}")
     return {"demo_project_id": demo_project.id, "demo_user_id": demo_user.id}

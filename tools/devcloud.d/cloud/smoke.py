@@ -7,41 +7,45 @@ Glance, fake Neutron, RabbitMQ, MariaDB) works.
 """
 
 import time
+from typing import Dict
 
 from novaclient import exceptions as nova_exc
 
-from common import log, nova, poll
+from common import Params, log, nova, poll
 
 
-def run(params, timeout=120):
-    nv = nova(params, "demo")
+def run(params: Params, timeout: float = 120) -> Dict[str, float]:
+    """Boot and delete one server; returns how long the boot and the whole took."""
+    client = nova(params, "demo")
     flavor = params["flavors"][0]["id"]
     image = params["image_id"]
-    t0 = time.monotonic()
-    server = nv.servers.create("devcloud-smoke-%d" % int(time.time()), image, flavor)
+    started = time.monotonic()
+    server = client.servers.create(f"devcloud-smoke-{int(time.time())}", image, flavor)
 
-    def active():
-        s = nv.servers.get(server.id)
-        if s.status == "ERROR":
-            raise RuntimeError("smoke server %s went to ERROR: %s" % (
-                s.id, getattr(s, "fault", {}).get("message", "(no fault)")))
-        return s.status == "ACTIVE"
+    def active() -> bool:
+        current = client.servers.get(server.id)
+        if current.status == "ERROR":
+            raise RuntimeError(f"smoke server {current.id} went to ERROR: "
+                               f"{getattr(current, 'fault', {}).get('message', '(no fault)')}")
+        return current.status == "ACTIVE"
+
     try:
         poll(active, timeout, "smoke server ACTIVE", interval=0.2)
-        boot = time.monotonic() - t0
+        boot = time.monotonic() - started
     finally:
         try:
-            nv.servers.delete(server.id)
+            client.servers.delete(server.id)
         except nova_exc.NotFound:
             pass
 
-    def gone():
+    def gone() -> bool:
         try:
-            nv.servers.get(server.id)
+            client.servers.get(server.id)
             return False
         except nova_exc.NotFound:
             return True
+
     poll(gone, 60, "smoke server deleted", interval=0.2)
-    total = time.monotonic() - t0
-    log("smoke server booted to ACTIVE in %.1fs, deleted after %.1fs total" % (boot, total))
+    total = time.monotonic() - started
+    log(f"smoke server booted to ACTIVE in {boot:.1f}s, deleted after {total:.1f}s total")
     return {"smoke_boot_seconds": round(boot, 2), "smoke_total_seconds": round(total, 2)}

@@ -10,10 +10,12 @@ the launcher.
 
 import contextlib
 import sys
+from typing import Iterator
 
 
 @contextlib.contextmanager
-def bare_argv():
+def bare_argv() -> Iterator[None]:
+    """``sys.argv`` cut to the program name for the duration of the block."""
     saved = sys.argv
     sys.argv = saved[:1]
     try:
