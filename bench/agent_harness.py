@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import pika
 
 from cloudmanagers_plugin.drivers.base import CloudDriver, Console, Flavor, Server
+from cloudmanagers_plugin.states import ServerAction
 from tests.support import ROOT
 from tests.support.agent import wait_for_consumer
 
@@ -65,7 +66,7 @@ class LatencyDriver(CloudDriver):
     def create_server(self, name, flavor, image_id, key_name, user_data) -> Server:
         return Server(id=f"id-{name}", name=name, status="BUILD")
 
-    def set_state(self, server_id: str, action: str) -> None:
+    def set_state(self, server_id: str, action: ServerAction) -> None:
         """Every state change succeeds at once."""
 
     def resize(self, server_id: str, flavor: Flavor) -> None:
