@@ -1,4 +1,4 @@
-"""The ``cloudmanagers`` command: ``check-config`` here, ``agent`` and ``call`` from the agent package.
+"""The ``cloudmanagers`` command: ``check-config`` here, ``agent`` (agent/service.py) and ``call`` (call.py).
 
 Exit codes shared by every subcommand: 2 means the configuration (or the command line) is
 wrong and must be fixed first; ``check-config`` exits 1 when the file is right but a cloud
@@ -12,15 +12,15 @@ import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import credentials, logsetup
-from .agent import commands as agent_commands
-from .agent.render import table
+from . import call, credentials, logsetup
+from .agent import service, settings
 from .config import DEFAULT_PATHS, ENV_VAR, CloudManagerConfig
 from .controller import CloudmanagersController
-from .errors import CloudManagerError, ConfigError
+from .errors import EXIT_CONFIG, CloudManagerError, ConfigError
+from .render import table
 from .version import __version__
 
-EXIT_CLOUD, EXIT_CONFIG = 1, 2
+EXIT_CLOUD = 1
 COLUMNS = ("section", "type", "keystone", "project", "result")
 
 
@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true",
                        help="warnings (unknown keys, a file readable by others) fail the check too (exit 2)")
     check.set_defaults(func=check_config)
-    agent_commands.register(commands, verbosity)
+    broker = settings.command_line_options(verbosity)
+    service.register(commands, broker)
+    call.register(commands, broker)
     credentials.register(commands, verbosity)
     return parser
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, MissingLibrary, NotFound
+from .values import parse_bool
 
 LOG = logging.getLogger(__name__)
 
@@ -321,10 +322,10 @@ def _secret(values: Dict[str, str], key: str, where) -> Optional[str]:
 
 
 def _boolean(value: str, where: str) -> bool:
-    states = configparser.ConfigParser.BOOLEAN_STATES
-    if value.lower() not in states:
-        raise ConfigError(f"{where} must be true or false, got '{value}'")
-    return states[value.lower()]
+    try:
+        return parse_bool(value)
+    except ValueError as err:
+        raise ConfigError(f"{where} {err}") from None
 
 
 def _microversion(value: str, where: str) -> str:

@@ -18,8 +18,9 @@ from .drivers import driver_class
 from .drivers.base import DELETED, CloudDriver, CreateOptions, Server
 from .errors import BadRequest, CloudManagerError, Conflict
 from .host import ResourcesController
+from .protocol import parse_envelope
 from .request_context import correlation_id
-from .values import MAX_TEXT, echo, printable, text_value
+from .values import MAX_TEXT, checked_text, echo, json_type, parse_bool, printable, text_value
 
 LOG = logging.getLogger(__name__)
 
@@ -28,8 +29,6 @@ MAX_CONSOLE_LINES = 10000
 MAX_USER_DATA = 65535  # Nova's limit for the base64 text
 REBOOT_MARK = "cloudmanagers_reboot_request"  # server metadata: the request whose reboot ran last
 _REBOOTS = (states.ServerAction.REBOOT_SOFT, states.ServerAction.REBOOT_HARD)
-_JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number", float: "a number",
-               str: "a string", type(None): "null"}
 
 Status = Dict[str, Any]
 
@@ -84,27 +83,12 @@ class CloudmanagersController(ResourcesController):
             return self._reply(res_id, error=f"internal error ({type(exc).__name__}); see the agent's log")
 
     def _parse(self, message: Any) -> Tuple[str, str, Dict[str, Any]]:
-        if not isinstance(message, dict):
-            raise BadRequest(f"a request must be a JSON object, got {_json_type(message)}")
-        action = message.get("action")
-        if not isinstance(action, str) or not action:
-            raise BadRequest("the request has no 'action' (read, create, update, delete or ping)")
-        if action not in self._actions:
-            raise BadRequest(f"unknown action '{echo(action)}'; use read, create, update, delete or ping")
-        collection = message.get("collection", self.__resource__)
-        if collection != self.__resource__:
-            raise BadRequest(f"this controller serves '{self.__resource__}', not '{echo(collection)}'")
-        res_id = message.get("id") or ""
-        if not isinstance(res_id, str):
-            raise BadRequest(f"'id' must be a string (a cloud manager id), got {_json_type(res_id)}")
-        _check_text("'id'", res_id, MAX_TEXT)
-        attributes = message.get("attributes")
-        if attributes is None and "attributes" not in message:
-            attributes = {}
-        if not isinstance(attributes, dict):
-            raise BadRequest(f"'attributes' must be an object, got {_json_type(attributes)}")
+        envelope = parse_envelope(message, self.__resource__, collection_optional=True)
+        if envelope.action not in self._actions:
+            raise BadRequest(f"unknown action '{echo(envelope.action)}'; use read, create, update, delete or ping")
         # The synapse agent always adds its ``monitor`` flag; this plugin keeps no monitored state.
-        return action, res_id, {key: value for key, value in attributes.items() if key != "monitor"}
+        attributes = {key: value for key, value in envelope.attributes.items() if key != "monitor"}
+        return envelope.action, envelope.cm_id, attributes
 
     def _reply(self, res_id: Any, status: Optional[Status] = None, error: Optional[str] = None) -> Any:
         extra = {"error": error} if error is not None else {}
@@ -310,10 +294,6 @@ class CloudmanagersController(ResourcesController):
 # -- attribute validation -------------------------------------------------------------------
 
 
-def _json_type(value: Any) -> str:
-    return _JSON_TYPES.get(type(value), type(value).__name__)
-
-
 def _text(
     attributes: Dict[str, Any], key: str, required: bool = True, aliases: Tuple[str, ...] = (),
     max_length: int = MAX_TEXT,
@@ -326,8 +306,8 @@ def _text(
         return None
     value = text_value(attributes[present[0]])
     if value is None:
-        raise BadRequest(f"attribute '{present[0]}' must be a string, got {_json_type(attributes[present[0]])}")
-    _check_text(f"attribute '{present[0]}'", value, max_length)
+        raise BadRequest(f"attribute '{present[0]}' must be a string, got {json_type(attributes[present[0]])}")
+    checked_text(f"attribute '{present[0]}'", value, max_length)
     if not value:
         if required:
             raise BadRequest(f"attribute '{present[0]}' must not be empty")
@@ -335,34 +315,17 @@ def _text(
     return value
 
 
-def _check_text(what: str, value: str, max_length: int) -> None:
-    """Refuse text OpenStack cannot take: too long, or not encodable (a lone surrogate)."""
-    if len(value) > max_length:
-        raise BadRequest(f"{what} is too long ({len(value)} characters; at most {max_length})")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"{what} is not valid text (it holds a lone surrogate)") from None
-
-
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0", "")
-
-
 def _flag(attributes: Dict[str, Any], key: str, present_means_true: bool = False) -> bool:
-    """A boolean attribute: JSON booleans, 0/1, or true/false/yes/no strings."""
+    """A boolean attribute (``values.parse_bool``); absent is false. ``present_means_true``: any
+    other value that is not null asks too (``listimages: "all"``)."""
     if key not in attributes:
         return False
-    value = attributes[key]
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value != 0
-    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
-        return value.strip().lower() in _TRUE
-    if present_means_true and value is not None:
-        return True
-    raise BadRequest(f"attribute '{key}' must be true or false, got {_json_type(value)} {value!r}"[:200])
+    try:
+        return parse_bool(attributes[key])
+    except ValueError as err:
+        if present_means_true and attributes[key] is not None:
+            return True
+        raise BadRequest(f"attribute '{key}' {err}") from None
 
 
 def _count(attributes: Dict[str, Any], key: str, most: int) -> Optional[int]:
@@ -371,7 +334,7 @@ def _count(attributes: Dict[str, Any], key: str, most: int) -> Optional[int]:
     if value is None:
         return None
     if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
-        raise BadRequest(f"attribute '{key}' must be a whole number of lines, got {_json_type(value)}")
+        raise BadRequest(f"attribute '{key}' must be a whole number of lines, got {json_type(value)}")
     if not 1 <= int(value) <= most:
         raise BadRequest(f"attribute '{key}' must be between 1 and {most}")
     return int(value)
@@ -387,7 +350,7 @@ def _wait(attributes: Dict[str, Any]) -> Optional[float]:
             raise ValueError
         seconds = float(value)
     except (TypeError, ValueError, OverflowError):
-        raise BadRequest(f"attribute 'wait' must be a number of seconds, got {_json_type(value)}") from None
+        raise BadRequest(f"attribute 'wait' must be a number of seconds, got {json_type(value)}") from None
     if not 0 <= seconds <= MAX_WAIT:
         raise BadRequest(f"attribute 'wait' must be between 0 and {MAX_WAIT:g} seconds")
     return seconds or None
@@ -400,10 +363,10 @@ def _names(attributes: Dict[str, Any], key: str) -> Optional[Tuple[str, ...]]:
         return None
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise BadRequest(f"attribute '{key}' must be a list of names or ids (strings), got {_json_type(value)}")
+        raise BadRequest(f"attribute '{key}' must be a list of names or ids (strings), got {json_type(value)}")
     names = tuple(item.strip() for item in items if item.strip())
     for name in names:
-        _check_text(f"attribute '{key}'", name, MAX_TEXT)
+        checked_text(f"attribute '{key}'", name, MAX_TEXT)
     if not names:
         raise BadRequest(f"attribute '{key}' must name at least one")
     return names
@@ -415,12 +378,12 @@ def _metadata(attributes: Dict[str, Any], key: str = "metadata") -> Dict[str, st
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise BadRequest(f"attribute '{key}' must be an object of strings, got {_json_type(value)}")
+        raise BadRequest(f"attribute '{key}' must be an object of strings, got {json_type(value)}")
     wrong = sorted(k for k, v in value.items() if not isinstance(v, str))
     if wrong:
         raise BadRequest(f"attribute '{key}' must be an object of strings; not a string: {', '.join(wrong)}"[:300])
     for item in (*value, *value.values()):
-        _check_text(f"attribute '{key}'", item, MAX_TEXT)
+        checked_text(f"attribute '{key}'", item, MAX_TEXT)
     return dict(value)
 
 
@@ -460,12 +423,12 @@ def _day2(attributes: Dict[str, Any]) -> Day2:
     metadata = attributes.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise BadRequest(f"attribute 'metadata' must be an object of strings (null removes a key), "
-                         f"got {_json_type(metadata)}")
+                         f"got {json_type(metadata)}")
     metadata = metadata or {}
     removed = tuple(sorted(key for key, value in metadata.items() if value is None))
     tags = attributes.get("tags")
     if tags is not None and not (isinstance(tags, list) and all(isinstance(tag, str) for tag in tags)):
-        raise BadRequest(f"attribute 'tags' must be a list of strings (empty removes them all), got {_json_type(tags)}")
+        raise BadRequest(f"attribute 'tags' must be a list of strings (empty removes them all), got {json_type(tags)}")
     return Day2(
         metadata_set=_metadata({"metadata": {k: v for k, v in metadata.items() if v is not None}}),
         metadata_remove=removed,

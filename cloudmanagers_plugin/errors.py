@@ -5,6 +5,8 @@ verbatim into the ``error`` field of the reply, so it must say what to fix and m
 carry a password or a token. The subclasses let callers (and tests) tell the kinds apart.
 """
 
+EXIT_CONFIG = 2  # the exit status of every ``cloudmanagers`` command for a configuration to fix
+
 
 class CloudManagerError(Exception):
     """Base class: a failure whose message is safe to send back to the requester."""

@@ -17,28 +17,30 @@ import logging
 import re
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, Iterable, List, Set
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, List, Set
 
 from pika import BasicProperties
 from pika.spec import Basic
 
 from ..values import printable
-from .replies import ReplyAddress
+
+if TYPE_CHECKING:
+    from .transport import ReplyAddress
 
 LOG = logging.getLogger(__name__)
 
 _MISSING_EXCHANGE = re.compile(r"no exchange '(.*)' in vhost")
 
-# Called once per reply: "" once the broker confirmed it, else why it was given up.
-Done = Callable[[str], None]
+# Called once per reply with its ticket: "" once the broker confirmed it, else why it was given up.
+Settled = Callable[[Any, str], None]
 
 
 @dataclass
 class _Outgoing:
-    address: ReplyAddress
+    address: "ReplyAddress"
     properties: BasicProperties
     body: bytes
-    done: Done
+    ticket: Any
     failures: int = 0
 
 
@@ -47,7 +49,8 @@ class ReplyPublisher:
 
     MAX_FAILURES = 3
 
-    def __init__(self) -> None:
+    def __init__(self, settled: Settled) -> None:
+        self._settled = settled
         self._connection: Any = None
         self._channel: Any = None
         self._ready = False
@@ -82,11 +85,11 @@ class ReplyPublisher:
         self._waiting.clear()
         self._probing.clear()
         for item in pending:
-            item.done("connection lost before the reply was confirmed")
+            self._settled(item.ticket, "connection lost before the reply was confirmed")
 
-    def publish(self, address: ReplyAddress, properties: BasicProperties, body: bytes, done: Done) -> None:
-        """Send one reply now, or as soon as the reply channel is ready."""
-        self._dispatch(_Outgoing(address, properties, body, done))
+    def publish(self, address: "ReplyAddress", properties: BasicProperties, body: bytes, ticket: Any) -> None:
+        """Send one reply now, or as soon as the reply channel is ready; ``settled(ticket, ...)`` says how it went."""
+        self._dispatch(_Outgoing(address, properties, body, ticket))
 
     def _dispatch(self, item: _Outgoing) -> None:
         if item.address.exchange not in self._exchanges_found and self._connection is not None:
@@ -128,7 +131,7 @@ class ReplyPublisher:
         LOG.warning("reply exchange '%s' cannot be used (%s): %d reply(ies) dropped",
                     printable(exchange), printable(reason), len(waiting))
         for item in waiting:
-            item.done(f"reply exchange '{exchange}' cannot be used; reply dropped")
+            self._settled(item.ticket, f"reply exchange '{exchange}' cannot be used; reply dropped")
 
     # -- the reply channel ------------------------------------------------------------------------
 
@@ -162,7 +165,7 @@ class ReplyPublisher:
         confirmed = [self._unconfirmed.pop(tag) for tag in tags if tag in self._unconfirmed]
         if isinstance(method, Basic.Ack):
             for item in confirmed:
-                item.done("")
+                self._settled(item.ticket, "")
         else:
             self._requeue(confirmed, "the broker refused the reply", failed=True)
 
@@ -190,10 +193,10 @@ class ReplyPublisher:
         self._exchanges_found.discard(missing)
         culprit = next((index for index, item in enumerate(failed) if item.address.exchange == missing), len(failed))
         for item in failed[:culprit]:
-            item.done("routed before the reply channel closed; its confirm was lost")
+            self._settled(item.ticket, "routed before the reply channel closed; its confirm was lost")
         for item in failed[culprit:]:
             if item.address.exchange == missing:
-                item.done(f"reply exchange '{missing}' does not exist; reply dropped")
+                self._settled(item.ticket, f"reply exchange '{missing}' does not exist; reply dropped")
         self._requeue([item for item in failed[culprit:] if item.address.exchange != missing], "", failed=False)
 
     def _requeue(self, items: Iterable[_Outgoing], why: str, failed: bool) -> None:
@@ -202,7 +205,7 @@ class ReplyPublisher:
         for item in items:
             item.failures += failed
             if item.failures >= self.MAX_FAILURES:
-                item.done(f"{why}; reply dropped after {item.failures} failures")
+                self._settled(item.ticket, f"{why}; reply dropped after {item.failures} failures")
             else:
                 retry.append(item)
         if self._ready:

@@ -6,18 +6,26 @@ place. The agent's own options live in ``[agent]`` so the legacy sections keep t
 Keys of the legacy file that the agent does not use (``status_exchange``, ``poller_delay``...)
 are ignored, as the legacy agent ignored most of them; any other key is probably a typo and is
 logged as a warning.
+
+The uuid names the agent's queue. The legacy agent drew a new one at every start when none was
+configured, so each restart consumed from a fresh queue and requests sent to the old one were
+lost; here a generated uuid is written to a state file once and read back afterwards.
 """
 
+import argparse
 import configparser
 import dataclasses
 import logging
 import os
+import tempfile
 import urllib.parse
+import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Optional
 
 from ..errors import ConfigError
-from .timestamps import legacy_zone
+from ..values import parse_bool
+from .admission import legacy_zone
 
 LOG = logging.getLogger(__name__)
 
@@ -29,9 +37,6 @@ LEGACY_KEYS = {
                  "compliance_routing_key", "redelivery_timeout", "poller_delay"},
     "log": {"logger_conf", "path", "pika_log_path"},
 }
-
-_TRUE = {"1", "y", "yes", "true", "on"}
-_FALSE = {"0", "n", "no", "false", "off", ""}
 
 
 def _option(default: Any, section: str = "rabbitmq", key: str = "", **kwargs: Any) -> Any:
@@ -103,11 +108,10 @@ class AgentSettings:
 def _convert(raw: str, kind: Any, where: str) -> Any:
     text = raw.strip()
     if kind is bool:
-        if text.lower() in _TRUE:
-            return True
-        if text.lower() in _FALSE:
-            return False
-        raise ConfigError(f"{where}: '{text}' is not a boolean (use true or false)")
+        try:
+            return parse_bool(text)
+        except ValueError as err:
+            raise ConfigError(f"{where} {err}") from None
     if kind in (int, float):
         try:
             return kind(text)
@@ -238,3 +242,78 @@ def safe_summary(settings: AgentSettings) -> Dict[str, Any]:
     shown = dataclasses.asdict(settings)
     shown["broker"] = settings.broker.describe()
     return shown
+
+
+# -- the agent's uuid ------------------------------------------------------------------------------
+
+
+def _checked(value: str, origin: str) -> str:
+    """The uuid names a durable queue: a typo would leave a stray queue behind, so refuse it."""
+    try:
+        canonical = str(uuidlib.UUID(value)) == value.lower()
+    except ValueError:
+        canonical = False
+    if not canonical:
+        raise ConfigError(
+            f"{origin} '{value}' is not a uuid (like {uuidlib.uuid4()}); it names the agent's queue"
+        )
+    return value
+
+
+def resolve_uuid(configured: str, state_file: str, origin: str = "[rabbitmq] uuid") -> str:
+    """Return ``configured`` if set, else the uuid stored in ``state_file``, else a new stored one.
+
+    ``origin`` says where ``configured`` came from (``--uuid`` or the file), for the error.
+    """
+    if configured:
+        return _checked(configured, origin)
+    try:
+        with open(state_file, encoding="utf-8") as handle:
+            stored = handle.read().strip()
+    except FileNotFoundError:
+        stored = ""
+    except OSError as err:
+        raise ConfigError(f"cannot read the agent uuid file {state_file}: {err.strerror}") from None
+    return _checked(stored, f"the uuid in {state_file}") if stored else _create(state_file)
+
+
+def _create(state_file: str) -> str:
+    """Write a new uuid atomically, so a crash mid-write never leaves a half uuid behind."""
+    new = str(uuidlib.uuid4())
+    directory = os.path.dirname(os.path.abspath(state_file))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".uuid-")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(new + "\n")
+        os.replace(tmp, state_file)
+    except OSError as err:
+        raise ConfigError(
+            f"no uuid configured and cannot store a generated one in {state_file}: {err.strerror} "
+            "(set [rabbitmq] uuid, pass --uuid, or point [agent] uuid_file to a writable path)"
+        ) from None
+    return new
+
+
+# -- the command line -------------------------------------------------------------------------------
+
+
+def command_line_options(common: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of ``agent`` and ``call`` that choose the broker: --agent-config and --url."""
+    broker = argparse.ArgumentParser(add_help=False, parents=[common])
+    broker.add_argument(
+        "--agent-config", metavar="PATH",
+        help=f"synapse agent config file ([rabbitmq], [agent]); default {DEFAULT_AGENT_CONFIG} if present",
+    )
+    broker.add_argument(
+        "--url", metavar="URL", help="broker URL amqp(s)://user:password@host:port/vhost (overrides the file)"
+    )
+    return broker
+
+
+def from_command_line(args: argparse.Namespace) -> AgentSettings:
+    """The settings that --agent-config names (else the default file), with --url applied."""
+    settings = load_settings(args.agent_config)
+    if args.url:
+        apply_url(settings.broker, args.url)
+    return settings

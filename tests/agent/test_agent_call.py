@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from cloudmanagers_plugin.agent.client import build_request, parse_attr
-from cloudmanagers_plugin.agent.render import reply_text
+from cloudmanagers_plugin.call import build_request, parse_attr
 from cloudmanagers_plugin.cli import main
+from cloudmanagers_plugin.render import reply_text
 from tests.support.agent import unique
 
 
@@ -168,7 +168,7 @@ def test_missing_exchange_is_named(broker, capsys):
 def test_request_expires_with_the_timeout(broker):
     import pika
 
-    from cloudmanagers_plugin.agent.client import RpcClient
+    from cloudmanagers_plugin.call import RpcClient
     from cloudmanagers_plugin.agent.settings import BrokerSettings
 
     queue = unique("agent-test-idle")
@@ -185,7 +185,7 @@ def test_request_expires_with_the_timeout(broker):
 
 
 def _call_args(*argv):
-    from cloudmanagers_plugin.agent.commands import _attributes
+    from cloudmanagers_plugin.call import _attributes
     from cloudmanagers_plugin.cli import build_parser
 
     return _attributes(build_parser().parse_args(["call", *argv]))

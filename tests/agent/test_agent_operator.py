@@ -13,8 +13,8 @@ import threading
 import pika
 import pytest
 
-from cloudmanagers_plugin.agent.consumer import Backoff, Consumer, Topology
 from cloudmanagers_plugin.agent.service import AgentService
+from cloudmanagers_plugin.agent.transport import Backoff, Consumer, Topology
 from cloudmanagers_plugin.controller import CloudmanagersController
 from tests.support import ROOT
 from tests.support.agent import FakeController, agent_settings, delete_queue, request, unique, wait_for_consumer
@@ -106,7 +106,7 @@ def test_backoff_resets_only_once_consuming():
     backoff = Backoff(cap=5, attempts=100)
     settings = agent_settings()
     topology = Topology(settings.uuid, "", True, 1, "", "", None)
-    consumer = Consumer(pika.ConnectionParameters(), topology, None, None, backoff, settings.broker)
+    consumer = Consumer(pika.ConnectionParameters(), topology, None, backoff, settings.broker)
     backoff.next_delay(), backoff.next_delay(), backoff.next_delay()
     consumer._on_connection_open(_FakeConnection())  # TCP and AMQP handshake done, nothing consumed yet
     assert backoff.failures == 3

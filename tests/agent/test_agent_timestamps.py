@@ -9,9 +9,9 @@ import time
 import pika
 import pytest
 
-from cloudmanagers_plugin.agent.client import RpcClient, build_request
+from cloudmanagers_plugin.agent.admission import LEGACY_FORMAT, iso_now
 from cloudmanagers_plugin.agent.settings import BrokerSettings
-from cloudmanagers_plugin.agent.timestamps import LEGACY_FORMAT, iso_now
+from cloudmanagers_plugin.call import RpcClient, build_request
 from tests.support.agent import request, unique
 
 pytestmark = pytest.mark.rabbitmq

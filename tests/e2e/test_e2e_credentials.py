@@ -10,8 +10,8 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from keystoneclient.v3 import client as ks_client
 
-from cloudmanagers_plugin.agent.client import RpcClient, build_request
 from cloudmanagers_plugin.agent.settings import load_settings
+from cloudmanagers_plugin.call import RpcClient, build_request
 from cloudmanagers_plugin.config import ConfigFile
 from tests.support.e2e import harness
 

@@ -5,8 +5,8 @@ import pytest
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
-from cloudmanagers_plugin.agent.client import RpcClient, build_request
 from cloudmanagers_plugin.agent.settings import load_settings
+from cloudmanagers_plugin.call import RpcClient, build_request
 from tests.support.e2e import settle
 
 pytestmark = pytest.mark.e2e

@@ -12,16 +12,12 @@ from pika import BasicProperties
 from pika.exceptions import ChannelClosedByBroker
 from pika.spec import Basic
 
-from cloudmanagers_plugin.agent.consumer import Consumer
-from cloudmanagers_plugin.agent.dedup import AnswerCache
-from cloudmanagers_plugin.agent.dispatcher import Delivery, Dispatcher
-from cloudmanagers_plugin.agent.filters import HostFilter
-from cloudmanagers_plugin.agent.gate import Answer, Gate, Summary
-from cloudmanagers_plugin.agent.ordered_pool import OrderedPool
-from cloudmanagers_plugin.agent.permissions import Permissions
+from cloudmanagers_plugin.agent.admission import Answer, Gate, HostFilter, Permissions, Summary, read_filters
+from cloudmanagers_plugin.agent.execution import AnswerCache, Dispatcher, OrderedPool
 from cloudmanagers_plugin.agent.publisher import ReplyPublisher
-from cloudmanagers_plugin.agent.replies import ReplyAddress, reply_properties
-from cloudmanagers_plugin.agent.request import InvalidRequest, read_filters, validate
+from cloudmanagers_plugin.agent.transport import Consumer, Delivery, ReplyAddress, reply_properties
+from cloudmanagers_plugin.errors import BadRequest
+from cloudmanagers_plugin.protocol import parse_envelope
 from tests.support.agent import FakeController
 
 # -- a broker that publishes in order and closes a channel on a missing exchange -----------------
@@ -94,14 +90,13 @@ class FakeBroker:
 def test_a_missing_reply_exchange_costs_only_its_own_reply():
     """Defect 2: the reply channel used by other replies never closes, nothing is sent twice."""
     broker = FakeBroker({"", "inbox"})
-    publisher = ReplyPublisher()
-    publisher.attach(broker)
     outcomes = {}
+    publisher = ReplyPublisher(lambda number, failure: outcomes.setdefault(number, failure))
+    publisher.attach(broker)
     addresses = [ReplyAddress("", "q"), ReplyAddress("missing", "q"), ReplyAddress("inbox", ""),
                  ReplyAddress("", "q"), ReplyAddress("missing", "q"), ReplyAddress("", "q")]
     for number, address in enumerate(addresses):
-        publisher.publish(address, BasicProperties(), str(number).encode(),
-                          lambda failure, number=number: outcomes.setdefault(number, failure))
+        publisher.publish(address, BasicProperties(), str(number).encode(), number)
     reply_channel = broker.channels[0]
     assert reply_channel.is_open and 0 not in broker.closed
     reply_channel.confirm_all()
@@ -114,15 +109,14 @@ def test_a_missing_reply_exchange_costs_only_its_own_reply():
 def test_an_exchange_deleted_after_its_check_duplicates_nothing():
     """Defect 2: replies routed before the failed publish are not sent again."""
     broker = FakeBroker({"", "gone"})
-    publisher = ReplyPublisher()
-    publisher.attach(broker)
     outcomes = {}
-    publisher.publish(ReplyAddress("gone", "q"), BasicProperties(), b"checked", lambda f: outcomes.setdefault("c", f))
+    publisher = ReplyPublisher(lambda number, failure: outcomes.setdefault(number, failure))
+    publisher.attach(broker)
+    publisher.publish(ReplyAddress("gone", "q"), BasicProperties(), b"checked", "c")
     broker.channels[0].confirm_all()
     broker.exchanges.discard("gone")
     for number, exchange in enumerate(["", "gone", ""]):
-        publisher.publish(ReplyAddress(exchange, "q"), BasicProperties(), str(number).encode(),
-                          lambda failure, number=number: outcomes.setdefault(number, failure))
+        publisher.publish(ReplyAddress(exchange, "q"), BasicProperties(), str(number).encode(), number)
     broker.channels[-1].confirm_all()
     assert broker.routed.count(b"0") == 1 and broker.routed.count(b"2") == 1
     assert "does not exist" in outcomes[1] and outcomes[2] == ""
@@ -140,7 +134,7 @@ def test_replies_are_persistent():
 
 def test_reply_exchanges_are_an_allow_list():
     """Defect 3: "", publish_exchange and [agent] reply_exchanges; never the consumed exchange."""
-    from cloudmanagers_plugin.agent.replies import ReplyPolicy
+    from cloudmanagers_plugin.agent.transport import ReplyPolicy
 
     policy = ReplyPolicy("inbox", frozenset({"replies"}), "amq.fanout", "agent-1")
     assert policy.refusal(ReplyAddress("", "amq.gen-1")) is None
@@ -212,15 +206,27 @@ class InlinePool:
 
 
 def cached_weight(entry):
-    from cloudmanagers_plugin.agent.dispatcher import cached_weight as weigh
+    from cloudmanagers_plugin.agent.execution import cached_weight as weigh
 
     return weigh(entry)
 
 
-def dispatcher(controller=None, max_bytes=1024, cache=None, pool=None, gate=None):
+class Replies:
+    """Stands in for the consumer: records what the dispatcher asks it to reply and ack."""
+
+    def __init__(self, then=lambda: None):
+        self.answers, self._then = [], then
+
+    def reply_and_ack(self, delivery, answer, duplicate):
+        self.answers.append(answer)
+        self._then()
+
+
+def dispatcher(controller=None, max_bytes=1024, cache=None, pool=None, gate=None, consumer=None):
     return Dispatcher(
         gate or Gate("agent", "cloudmanagers", HostFilter("agent"), None, 0), controller or FakeController(),
         pool or InlinePool(), cache or AnswerCache(16, 1 << 20, cached_weight), lambda callback: callback(), max_bytes,
+        consumer or Replies(),
     )
 
 
@@ -237,10 +243,11 @@ def request_body(action="read", cm="cm1", **attributes):
 def test_a_body_over_max_message_bytes_gets_an_error_and_is_not_decoded():
     """Defect 5: refused with a clear error reply, nothing run, nothing kept."""
     controller = FakeController()
-    answers = []
+    replies = Replies()
+    answers = replies.answers
     cache = AnswerCache(16, 1 << 20, cached_weight)
-    dispatcher(controller, max_bytes=1000, cache=cache).handle(
-        delivery(request_body(n="big", pad="x" * 2000)), lambda d, answer, note: answers.append(answer))
+    dispatcher(controller, max_bytes=1000, cache=cache, consumer=replies).handle(
+        delivery(request_body(n="big", pad="x" * 2000)))
     assert len(answers) == 1 and b"max_message_bytes" in answers[0].body and b"over this agent's limit" in answers[0].body
     assert not controller.executions and len(cache) == 0
 
@@ -270,10 +277,11 @@ def test_requests_are_judged_on_a_worker_not_on_the_io_thread():
 
     pool = OrderedPool(2)
     done = threading.Event()
-    answers = []
+    replies = Replies(then=done.set)
+    answers = replies.answers
     gate = RecordingGate("agent", "cloudmanagers", HostFilter("agent"), None, 0)
-    subject = dispatcher(pool=pool, gate=gate)
-    subject.handle(delivery(request_body(n=1)), lambda d, answer, note: (answers.append(answer), done.set()))
+    subject = dispatcher(pool=pool, gate=gate, consumer=replies)
+    subject.handle(delivery(request_body(n=1)))
     assert done.wait(10)
     pool.shutdown()
     assert judged_on and judged_on[0] is not io_thread
@@ -284,15 +292,15 @@ def test_admissions_keep_arrival_order_for_one_vm():
     """Defect 6: admissions share one ordered lane, so one VM's requests keep their order."""
     pool = InlinePool()
     subject = dispatcher(pool=pool)
-    subject.handle(delivery(request_body("create", name="vm1", n=1), "a"), lambda *a: None)
-    subject.handle(delivery(request_body("delete", name="vm1", n=2), "b"), lambda *a: None)
+    subject.handle(delivery(request_body("create", name="vm1", n=1), "a"))
+    subject.handle(delivery(request_body("delete", name="vm1", n=2), "b"))
     assert pool.keys == [("admission",), ("cm1", "vm1"), ("admission",), ("cm1", "vm1")]
 
 
 @pytest.mark.parametrize("filters", [{"hostnames": ["*" * 256]}, {"hostnames": ["web*"] * 65}])
 def test_filter_values_are_capped(filters):
     """Defect 6: a huge glob is refused before any matching."""
-    with pytest.raises(InvalidRequest, match="at most"):
+    with pytest.raises(BadRequest, match="at most"):
         read_filters({"filters": filters})
 
 
@@ -302,7 +310,8 @@ def test_filter_values_are_capped(filters):
 @pytest.mark.parametrize("name", ["vm1", " vm1", "vm1 ", "\tvm1\n", "\u2003vm1"])
 def test_a_name_is_normalised_where_the_request_is_read(name):
     """Defect 7: every whitespace variant means one VM: one ordering key, one name for the controller."""
-    request = validate({"collection": "cloudmanagers", "action": "create", "id": "cm", "attributes": {"name": name}})
+    request = parse_envelope(
+        {"collection": "cloudmanagers", "action": "create", "id": "cm", "attributes": {"name": name}}, "cloudmanagers")
     assert request.vm_name == "vm1" and request.message["attributes"]["name"] == "vm1"
 
 
@@ -310,7 +319,7 @@ def test_whitespace_variants_share_one_ordering_key():
     pool = InlinePool()
     subject = dispatcher(pool=pool)
     for number, name in enumerate(["web", " web", "web\t"]):
-        subject.handle(delivery(request_body("create", name=name, n=number), f"c{number}"), lambda *a: None)
+        subject.handle(delivery(request_body("create", name=name, n=number), f"c{number}"))
     assert {key for key in pool.keys if key != ("admission",)} == {("cm1", "web")}
 
 
@@ -343,5 +352,5 @@ def test_the_controller_sees_the_request_correlation_id():
             seen.append(correlation_id())
             return super().process(message)
 
-    dispatcher(Recording()).handle(delivery(request_body("update", name="vm", n=1), "corr-42"), lambda *a: None)
+    dispatcher(Recording()).handle(delivery(request_body("update", name="vm", n=1), "corr-42"))
     assert seen == ["corr-42"] and correlation_id() is None

@@ -5,11 +5,10 @@ import time
 
 import pytest
 
-from cloudmanagers_plugin.agent.filters import HostFilter
-from cloudmanagers_plugin.agent.ordered_pool import OrderedPool
-from cloudmanagers_plugin.agent.permissions import Permissions
-from cloudmanagers_plugin.agent.request import InvalidRequest, decode, read_filters, validate
-from cloudmanagers_plugin.errors import ConfigError
+from cloudmanagers_plugin.agent.admission import HostFilter, Permissions, decode, read_filters
+from cloudmanagers_plugin.agent.execution import OrderedPool
+from cloudmanagers_plugin.errors import BadRequest, ConfigError
+from cloudmanagers_plugin.protocol import parse_envelope
 
 
 def permissions(tmp_path, text):
@@ -85,7 +84,7 @@ def test_real_host_facts_match_this_host():
     (b"[1, 2]", "JSON object"),
 ], ids=["syntax", "bytes", "deep", "array"])
 def test_undecodable_bodies(body, message):
-    with pytest.raises(InvalidRequest, match=message):
+    with pytest.raises(BadRequest, match=message):
         decode(body)
 
 
@@ -99,19 +98,20 @@ def test_undecodable_bodies(body, message):
     ({"collection": "cloudmanagers", "action": "read", "timestamp": 7}, "'timestamp' must be a string"),
 ])
 def test_envelope_validation(message, error):
-    with pytest.raises(InvalidRequest, match=error):
-        validate(message)
+    with pytest.raises(BadRequest, match=error):
+        parse_envelope(message, "cloudmanagers")
 
 
 def test_validation_merges_legacy_defaults():
-    request = validate({"collection": "cloudmanagers", "action": "read", "attributes": {"name": "vm"}})
+    request = parse_envelope(
+        {"collection": "cloudmanagers", "action": "read", "attributes": {"name": "vm"}}, "cloudmanagers")
     assert request.message["id"] == "" and request.message["monitor"] is False
     assert (request.cm_id, request.vm_name) == ("", "vm")
 
 
 @pytest.mark.parametrize("filters", [[], {"uuids": "a"}, {"uuids": [1]}])
 def test_malformed_filters(filters):
-    with pytest.raises(InvalidRequest, match="filters"):
+    with pytest.raises(BadRequest, match="filters"):
         read_filters({"filters": filters})
 
 

@@ -7,10 +7,9 @@ import re
 import pytest
 
 from cloudmanagers_plugin.agent import settings as settings_module
-from cloudmanagers_plugin.agent.identity import resolve_uuid
-from cloudmanagers_plugin.agent.permissions import Permissions
+from cloudmanagers_plugin.agent.admission import Permissions
 from cloudmanagers_plugin.agent.settings import (
-    AgentSettings, BrokerSettings, apply_url, load_settings, safe_summary,
+    AgentSettings, BrokerSettings, apply_url, load_settings, resolve_uuid, safe_summary,
 )
 from cloudmanagers_plugin.errors import ConfigError
 

@@ -1,33 +1,164 @@
-"""The agent's AMQP life cycle on pika's SelectConnection, in the style of pika's asynchronous
-consumer example: one small callback per AMQP step, explicit acks, clean stop, and reconnection
-with back-off.
+"""Transport: the agent's AMQP life cycle, its reply addresses and its one log line per request.
 
-One IOLoop lives for the whole run and every connection is built on it, so worker threads can
-always hand results back with ``add_callback_threadsafe``, even across reconnections.
+The consumer follows pika's asynchronous consumer example: one small callback per AMQP step,
+explicit acks, clean stop, and reconnection with back-off. One IOLoop lives for the whole run
+and every connection is built on it, so worker threads can always hand results back with
+``add_callback_threadsafe``, even across reconnections. A request is acked only once its reply
+is confirmed (``publisher.py``), in one step, ``Consumer.reply_and_ack``.
 
 Until the first consume-ok, a refusal that waiting cannot fix (login, vhost, a missing exchange
 or queue, a permission the user lacks) is a configuration error: the agent exits 2, which the
 systemd unit does not restart, instead of retrying for hours. After that, every failure is
 retried with back-off, which only resets once consuming works again.
+
+Reply addresses (legacy routing, section 3.4). Exchange: the request's ``reply_exchange``
+header when present, even ``""`` (the default exchange), else ``publish_exchange``. Routing
+key: ``reply_to``, else ``publish_routing_key``. A pair that is ``("", "")`` would publish to
+the default exchange with no queue name, which RabbitMQ silently drops; that request has no
+reply address: it still runs, and is acked unanswered. The requester chooses the reply address,
+but the agent publishes with its own broker account: an address outside ``ReplyPolicy`` would
+let any requester write where only the agent may (``amq.topic``...), or loop a reply back into
+the agent as a request. Replies are persistent, so one parked in a durable queue survives a
+broker restart.
+
+The request line is logfmt (``key=value`` pairs that Loki, lnav or ``grep`` split reliably): a
+value that is empty or holds a space, a quote, an ``=``, a backslash or a non-printable
+character is double-quoted with JSON escapes, so a sentence with spaces stays one value and a
+control character sent by a requester cannot forge a second log line.
 """
 
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, FrozenSet, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Optional
 
 import pika
+from pika import BasicProperties
 from pika.adapters.select_connection import IOLoop
 
-from . import logfmt
+from .admission import Answer, Summary
 from .broker import explain_connection_failure
-from .dispatcher import Delivery, Dispatcher
-from .gate import Answer
 from .publisher import ReplyPublisher
-from .replies import ReplyAddress, ReplyPolicy, reply_address, reply_properties
 from .settings import BrokerSettings
 
+if TYPE_CHECKING:
+    from .execution import Dispatcher
+
 LOG = logging.getLogger("cloudmanagers_plugin.agent")
+
+
+# -- reply addresses ---------------------------------------------------------------------------
+
+
+_SHORTSTR_MAX = 255  # AMQP exchange names and routing keys are short strings
+PERSISTENT = 2  # AMQP delivery mode
+
+
+class ReplyAddress(NamedTuple):
+    exchange: str
+    routing_key: str
+
+
+def _text(value: Any) -> Optional[str]:
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return value if isinstance(value, str) and len(value.encode("utf-8")) <= _SHORTSTR_MAX else None
+
+
+def reply_address(
+    properties: BasicProperties, publish_exchange: str, publish_routing_key: str
+) -> Optional[ReplyAddress]:
+    """The reply's exchange and routing key, or None when the request has no reply address.
+
+    A ``reply_exchange`` header that is not a short string (wrong type, too long) cannot be
+    published to; it is treated as absent rather than letting pika fail on the I/O thread.
+    """
+    headers = properties.headers if isinstance(properties.headers, dict) else {}
+    exchange = _text(headers.get("reply_exchange"))
+    address = ReplyAddress(
+        publish_exchange if exchange is None else exchange,
+        properties.reply_to or publish_routing_key,
+    )
+    return address if address.exchange or address.routing_key else None
+
+
+def reply_properties(request: BasicProperties, user_id: Optional[str]) -> BasicProperties:
+    """JSON, persistent, the request's correlation id, and the login user when it is known."""
+    return BasicProperties(
+        content_type="application/json",
+        delivery_mode=PERSISTENT,
+        correlation_id=request.correlation_id,
+        user_id=user_id,
+    )
+
+
+class ReplyPolicy:
+    """Which reply addresses a requester may choose.
+
+    Allowed exchanges: ``""`` (the default exchange, straight into the requester's queue),
+    ``publish_exchange`` and the operator's ``[agent] reply_exchanges``; never the exchange the
+    agent's queue is bound to, nor the agent's own queue through the default exchange (every
+    queue receives from the default exchange, so that one is only refused for the own queue).
+    """
+
+    def __init__(self, publish_exchange: str, extra: FrozenSet[str], consumed_exchange: str, own_queue: str) -> None:
+        self._allowed = ({"", publish_exchange} | extra) - ({consumed_exchange} - {""})
+        self._own_queue = own_queue
+
+    def refusal(self, address: ReplyAddress) -> Optional[str]:
+        """Why the agent will not publish to ``address``, or None when it may."""
+        if address.exchange not in self._allowed:
+            return f"reply_exchange '{address.exchange}' is not allowed (see [agent] reply_exchanges)"
+        if address.exchange == "" and address.routing_key == self._own_queue:
+            return "reply_to names the agent's own queue"
+        return None
+
+
+# -- the request line ---------------------------------------------------------------------------
+
+
+_LOGFMT_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _logfmt_escaped(char: str) -> str:
+    if char in _LOGFMT_ESCAPES:
+        return _LOGFMT_ESCAPES[char]
+    if char.isprintable():
+        return char
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
+def _logfmt_value(raw: Any) -> str:
+    """One value, quoted only when it must be."""
+    text = "" if raw is None else str(raw)
+    if text and text.isprintable() and not any(char in text for char in ' "=\\'):
+        return text
+    return '"' + "".join(_logfmt_escaped(char) for char in text) + '"'
+
+
+def _logfmt(**fields: Any) -> str:
+    """``key=value`` pairs in the given order."""
+    return " ".join(f"{key}={_logfmt_value(raw)}" for key, raw in fields.items())
+
+
+# -- the consumer ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    """One request as it arrived on the consume channel, and what became of it."""
+
+    channel: Any
+    tag: int
+    properties: BasicProperties
+    body: bytes
+    received: float = field(default_factory=time.monotonic)
+    summary: Summary = field(default_factory=Summary)
+    answer: Optional[Answer] = None
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,7 +211,6 @@ class Consumer:
         self,
         parameters: pika.ConnectionParameters,
         topology: Topology,
-        dispatcher: Dispatcher,
         ioloop: IOLoop,
         backoff: Backoff,
         broker: BrokerSettings,
@@ -88,13 +218,13 @@ class Consumer:
     ) -> None:
         self._parameters = parameters
         self._topology = topology
-        self._dispatcher = dispatcher
+        self._dispatcher: "Optional[Dispatcher]" = None
         self._ioloop = ioloop
         self._backoff = backoff
         self._broker = broker
         self._url = broker.describe()
         self._on_consuming = on_consuming
-        self._publisher = ReplyPublisher()
+        self._publisher = ReplyPublisher(self._on_reply_settled)
         self._reply_policy = ReplyPolicy(
             topology.publish_exchange, topology.reply_exchanges, topology.exchange, topology.queue
         )
@@ -109,8 +239,9 @@ class Consumer:
 
     # -- connection -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Open the first connection; the caller runs the IOLoop."""
+    def start(self, dispatcher: "Dispatcher") -> None:
+        """Open the first connection and hand every delivery to ``dispatcher``; the caller runs the IOLoop."""
+        self._dispatcher = dispatcher
         LOG.info("connecting to %s", self._url)
         self._connect()
 
@@ -233,38 +364,46 @@ class Consumer:
         address = self._address(properties)
         refusal = address and self._reply_policy.refusal(address)
         if refusal:  # not run: its answer could only go where the requester may not send it
-            refused = Answer(None, f"refused: {refusal}", logging.WARNING)
-            self._ack(delivery, refused, refused.outcome, "no reply", "")
-            return
-        self._dispatcher.handle(delivery, self._answer)
+            self.reply_and_ack(delivery, Answer(None, f"refused: {refusal}", logging.WARNING), False)
+        else:
+            self._dispatcher.handle(delivery)
 
     def _address(self, properties: Any) -> Optional[ReplyAddress]:
         return reply_address(properties, self._topology.publish_exchange, self._topology.publish_routing_key)
 
-    def _answer(self, delivery: Delivery, answer: Answer, note: str) -> None:
-        """Publish the answer (if any, and if there is an address), then ack once confirmed."""
-        outcome = f"{note}, {answer.outcome}" if note else answer.outcome
+    def reply_and_ack(self, delivery: Delivery, answer: Answer, duplicate: bool) -> None:
+        """I/O thread: publish the answer (if any, and if there is an address), ack once it is confirmed.
+
+        ``duplicate``: the request was answered before (or joined one running): the log says so.
+        """
+        delivery.answer = answer
+        delivery.outcome = f"duplicate, {answer.outcome}" if duplicate else answer.outcome
         address = self._address(delivery.properties)
         if not self._is_current(delivery):
-            self._log(delivery, answer, outcome, "not acked: its channel is gone, the broker redelivers it")
+            self._log(delivery, answer, delivery.outcome, "not acked: its channel is gone, the broker redelivers it")
         elif answer.body is None or address is None:
-            reason = "no reply" if answer.body is None else "no reply address, nothing sent"
-            self._ack(delivery, answer, outcome, reason, "")
+            self._ack(delivery, "no reply" if answer.body is None else "no reply address, nothing sent", "")
         else:
             properties = reply_properties(delivery.properties, self._topology.user_id)
-            self._publisher.publish(
-                address, properties, answer.body,
-                lambda failure: self._ack(delivery, answer, outcome, "answered", failure),
-            )
+            self._publisher.publish(address, properties, answer.body, delivery)
         self._maybe_close()
 
-    def _ack(self, delivery: Delivery, answer: Answer, outcome: str, how: str, failure: str) -> None:
+    def _on_reply_settled(self, delivery: Delivery, failure: str) -> None:
+        """The publisher's word on one reply: confirmed (``""``) or given up (why)."""
+        self._ack(delivery, "answered", failure)
+
+    def _ack(self, delivery: Delivery, how: str, failure: str) -> None:
+        answer, outcome = delivery.answer, delivery.outcome
         if not self._is_current(delivery):
             self._log(delivery, answer, outcome, f"not acked ({failure}): the broker redelivers it")
         else:
             delivery.channel.basic_ack(delivery.tag)
             self._log(delivery, answer, outcome, failure or how)
         self._maybe_close()
+
+    @property
+    def _busy(self) -> bool:
+        return self._dispatcher is not None and self._dispatcher.busy
 
     def _is_current(self, delivery: Delivery) -> bool:
         return delivery.channel is self._channel and delivery.channel.is_open
@@ -273,7 +412,7 @@ class Consumer:
     def _log(delivery: Delivery, answer: Answer, outcome: str, how: str) -> None:
         """One logfmt line per request, at the answer's level (failures are WARNING or ERROR)."""
         summary = delivery.summary
-        LOG.log(answer.level, "%s", logfmt.line(
+        LOG.log(answer.level, "%s", _logfmt(
             action=summary.action, cm=summary.cm, vm=summary.vm, user=summary.user,
             corr=delivery.properties.correlation_id, outcome=outcome, reply=how,
             duration=f"{(time.monotonic() - delivery.received) * 1000:.0f}ms",
@@ -297,7 +436,7 @@ class Consumer:
             self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if not self._stopping or self._dispatcher.busy or self._publisher.pending:
+        if not self._stopping or self._busy or self._publisher.pending:
             return
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
@@ -305,7 +444,7 @@ class Consumer:
             self._finish_stop()
 
     def _finish_stop(self) -> None:
-        if self._dispatcher.busy:
+        if self._busy:
             return  # a worker is still running; its answer calls _maybe_close again
         LOG.info("stopped")
         self._ioloop.stop()

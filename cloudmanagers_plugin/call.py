@@ -1,59 +1,161 @@
-"""The ``cloudmanagers agent`` and ``cloudmanagers call`` subcommands.
+"""``cloudmanagers call``: send one request the way synapse-client does, and print its replies.
 
-Exit codes of ``call``: 0 success, 1 an error reply (any, for a broadcast), 2 bad usage or
-configuration (also a broker login or vhost refused), 3 no reply within the timeout (or nowhere
-to deliver: no such agent queue, no such exchange), 4 broker unreachable.
+The request goes to the fanout exchange (every agent; ``filters`` pick the targets) or, with a
+target, straight to that agent's queue through the default exchange. Replies come back to an
+exclusive auto-delete queue through the default exchange (``reply_exchange`` header ``""``) and
+are matched by correlation id. The publish is mandatory and confirmed, so "no agent queue by
+that name" is reported at once instead of after the whole timeout. The request expires from the
+queue when the caller stops waiting, so a stopped agent does not run it minutes later unseen.
+
+Exit codes: 0 success, 1 an error reply (any, for a broadcast), 2 bad usage or configuration
+(also a broker login or vhost refused), 3 no reply within the timeout (or nowhere to deliver: no
+such agent queue, no such exchange), 4 broker unreachable.
 """
 
 import argparse
+import json
 import logging
 import sys
-from typing import Any, Dict, List, Tuple
+import time
+import uuid as uuidlib
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pika
 
-from ..controller import CloudmanagersController
-from ..errors import CloudManagerError
-from ..logsetup import report_error
-from ..logsafety import limit_library_logging
-from . import render
-from .broker import explain_connection_failure
-from .client import NoExchange, NoRoute, RpcClient, build_request, parse_attr
-from .identity import resolve_uuid
-from .service import AgentService
-from .settings import DEFAULT_AGENT_CONFIG, AgentSettings, apply_url, load_settings
+from .agent.admission import iso_now
+from .agent.broker import connection_parameters, explain_connection_failure, login_user_id
+from .agent.settings import BrokerSettings, from_command_line
+from .errors import EXIT_CONFIG, CloudManagerError
+from .render import broadcast_summary, json_text, ping_text, reply_text
 
-EXIT_ERROR_REPLY, EXIT_CONFIG, EXIT_NO_REPLY, EXIT_BROKER = 1, 2, 3, 4
+EXIT_ERROR_REPLY, EXIT_NO_REPLY, EXIT_BROKER = 1, 3, 4
 PING_WINDOW = 2.0
 BROADCAST_WINDOW = 10.0
 DEFAULT_TIMEOUT = 60.0
 CHANGING = ("create", "update", "delete")
 
-LOG = logging.getLogger("cloudmanagers_plugin.agent")
+
+COLLECTION = "cloudmanagers"
 
 
-def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    """Add ``agent`` and ``call`` to the ``cloudmanagers`` command (``common``: -v)."""
-    broker = argparse.ArgumentParser(add_help=False, parents=[common])
-    broker.add_argument(
-        "--agent-config", metavar="PATH",
-        help=f"synapse agent config file ([rabbitmq], [agent]); default {DEFAULT_AGENT_CONFIG} if present",
-    )
-    broker.add_argument(
-        "--url", metavar="URL", help="broker URL amqp(s)://user:password@host:port/vhost (overrides the file)"
-    )
+def parse_attr(text: str, as_text: bool = False) -> Tuple[str, Any]:
+    """``KEY=VALUE``; a JSON scalar value (``true``, ``5``, ``null``) is parsed unless ``as_text``."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--{'string' if as_text else 'attr'} expects KEY=VALUE, got '{text}'")
+    if as_text:
+        return key, raw
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return key, raw
+    return key, value if value is None or isinstance(value, (bool, int, float, str)) else raw
 
-    agent = subparsers.add_parser(
-        "agent", parents=[broker], help="run the AMQP agent (consume requests, answer them)",
-        description="Consume synapse requests from the queue named after the agent uuid and answer "
-                    "them; SIGTERM or SIGINT finishes the requests in flight, then exits 0. Exit 2: a "
-                    "configuration error (unreadable file, no cloud manager, broker login, vhost, exchange "
-                    "or queue refused at start); 1: the broker stayed unreachable.",
-    )
-    agent.add_argument("--config", metavar="PATH", help="cloud managers file passed to the controller")
-    agent.add_argument("--uuid", metavar="UUID", help="agent uuid (= queue name); overrides the file")
-    agent.set_defaults(func=run_agent)
 
+def build_request(
+    action: str, cm_id: str, attributes: Dict[str, Any], target: Optional[str]
+) -> Dict[str, Any]:
+    """The request body, with a zone-aware ``timestamp`` and a ``uuids`` filter when targeted."""
+    return {
+        "action": action,
+        "collection": COLLECTION,
+        "id": cm_id,
+        "attributes": attributes,
+        "filters": {"uuids": [target]} if target else {},
+        "timestamp": iso_now(),
+    }
+
+
+class NoRoute(Exception):
+    """No queue received the request (no agent with that uuid, or none bound to the exchange)."""
+
+
+class NoExchange(Exception):
+    """The exchange the request was published to does not exist."""
+
+
+class RpcClient:
+    """One blocking connection with a private reply queue."""
+
+    def __init__(self, broker: BrokerSettings) -> None:
+        self._user_id = login_user_id(broker)
+        self._connection = pika.BlockingConnection(connection_parameters(broker, "cloudmanagers call"))
+        self._channel = self._connection.channel()
+        self._channel.confirm_delivery()
+        declared = self._channel.queue_declare("", exclusive=True, auto_delete=True)
+        self._reply_queue = declared.method.queue
+        self._replies: list = []
+        self._channel.basic_consume(self._reply_queue, self._on_reply, auto_ack=True)
+
+    def _on_reply(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
+        self._replies.append((properties.correlation_id, body, time.monotonic()))
+
+    def send(
+        self, message: Dict[str, Any], exchange: str, routing_key: str, expires_in: Optional[float] = None
+    ) -> Tuple[str, float]:
+        """Publish ``message``; return its correlation id and the time it was sent.
+
+        The AMQP ``timestamp`` says when, whatever the zones of sender and agent; with
+        ``expires_in``, the ``expiration`` makes the broker drop the request if no agent took it
+        within that many seconds, when nobody waits for its reply any more.
+        """
+        correlation_id = str(uuidlib.uuid4())
+        properties = pika.BasicProperties(
+            content_type="application/json",
+            correlation_id=correlation_id,
+            reply_to=self._reply_queue,
+            user_id=self._user_id,
+            headers={"reply_exchange": ""},
+            timestamp=int(time.time()),
+            expiration=None if expires_in is None else str(max(1, int(expires_in * 1000))),
+        )
+        sent = time.monotonic()
+        try:
+            self._channel.basic_publish(
+                exchange, routing_key, json.dumps(message).encode("utf-8"), properties, mandatory=True
+            )
+        except pika.exceptions.UnroutableError:
+            raise NoRoute() from None
+        except pika.exceptions.ChannelClosedByBroker as err:
+            if err.reply_code == 404:
+                raise NoExchange() from None
+            raise
+        return correlation_id, sent
+
+    def replies(self, correlation_id: str, timeout: float) -> Iterator[Tuple[Dict[str, Any], float]]:
+        """Yield ``(reply, arrival time)`` for each reply to ``correlation_id`` until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._replies:
+                reply_to, body, arrived = self._replies.pop(0)
+                if reply_to == correlation_id:
+                    yield _decode(body), arrived
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._connection.process_data_events(time_limit=min(remaining, 0.25))
+
+    def close(self) -> None:
+        if self._connection.is_open:
+            self._connection.close()
+
+
+def _decode(body: bytes) -> Dict[str, Any]:
+    """A reply as a dict; a body that is not a JSON object becomes an error reply."""
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        reply = None
+    if isinstance(reply, dict):
+        return reply
+    return {"error": f"unreadable reply: {body[:200]!r}", "status": {}}
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def register(subparsers: Any, broker: argparse.ArgumentParser) -> None:
+    """Add ``call`` to the ``cloudmanagers`` command (``broker``: the options that choose the broker)."""
     call = subparsers.add_parser(
         "call", parents=[broker], help="send one request to the agents and print the reply",
         description="Publish a request as synapse-client does and print the reply. create, update and "
@@ -90,52 +192,6 @@ def register(subparsers: Any, common: argparse.ArgumentParser) -> None:
     call.set_defaults(func=run_call)
 
 
-def _settings(args: argparse.Namespace) -> AgentSettings:
-    settings = load_settings(args.agent_config)
-    if args.url:
-        apply_url(settings.broker, args.url)
-    return settings
-
-
-def run_agent(args: argparse.Namespace) -> int:
-    """``cloudmanagers agent``: serve until SIGTERM/SIGINT."""
-    try:
-        settings = _settings(args)
-        origin = "--uuid" if args.uuid else "[rabbitmq] uuid"
-        settings.uuid = resolve_uuid(args.uuid or settings.uuid, settings.uuid_file, origin)
-        level = logging.getLevelName(settings.log_level.upper())
-        logging.getLogger().setLevel(min(logging.getLogger().level, level))
-        # pika logs every failed attempt at ERROR in several lines; the agent says it in one.
-        logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
-        root = logging.getLogger()
-        limit_library_logging(root.level, logging.getLevelName(settings.library_log_level.upper()), root.handlers)
-        controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid)
-    except CloudManagerError as err:
-        report_error(str(err))
-        return EXIT_CONFIG
-    try:
-        _log_cloud_managers(controller)
-        return AgentService(settings, controller).run_until_signalled()
-    except CloudManagerError as err:
-        report_error(str(err))
-        return EXIT_CONFIG
-    finally:
-        controller.close()
-
-
-def _log_cloud_managers(controller: CloudmanagersController) -> None:
-    """Read the cloud managers file now: an agent that cannot serve any must not start."""
-    sections = controller.config.all()
-    if not sections:
-        raise CloudManagerError(f"{controller.config.path}: no cloud manager section; nothing to serve")
-    for name, section in sections.items():
-        if isinstance(section, CloudManagerError):
-            LOG.warning("cloud manager '%s' is invalid and answers errors until fixed: %s", name, section)
-        else:
-            LOG.info("cloud manager '%s': %s, keystone %s, project %s, compute API %s", name, section.cm_type,
-                     section.auth_url, section.project_name, section.compute_api_version)
-
-
 def _attributes(args: argparse.Namespace) -> Dict[str, Any]:
     attributes = dict(parse_attr(text) for text in args.attr)
     attributes.update(parse_attr(text, as_text=True) for text in args.string)
@@ -160,7 +216,7 @@ def run_call(args: argparse.Namespace) -> int:
               "(list the agents with 'cloudmanagers call ping') or --broadcast", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        settings = _settings(args)
+        settings = from_command_line(args)
         attributes = _attributes(args)
         message = build_request(args.action, args.cm_id, attributes, args.target)
     except (CloudManagerError, ValueError) as err:
@@ -216,13 +272,13 @@ def _no_reply(timeout: float) -> int:
 
 def _show(reply: Dict[str, Any]) -> None:
     """A reply as a table: on stdout when it succeeded, on stderr when it is an error."""
-    print(render.reply_text(reply, cli=True), file=sys.stderr if "error" in reply else sys.stdout)
+    print(reply_text(reply, cli=True), file=sys.stderr if "error" in reply else sys.stdout)
 
 
 def _print_reply(replies: Any, timeout: float, as_json: bool) -> int:
     for reply, _arrived in replies:
         if as_json:
-            print(render.json_text(reply))
+            print(json_text(reply))
         else:
             _show(reply)
         return EXIT_ERROR_REPLY if "error" in reply else 0
@@ -236,13 +292,13 @@ def _print_broadcast(replies: Any, window: float, as_json: bool) -> int:
         return _no_reply(window)
     errors = sum("error" in reply for reply in answered)
     if as_json:
-        print(render.json_text(answered))
+        print(json_text(answered))
     else:
         for position, reply in enumerate(answered):
             if position:
                 print(file=sys.stderr if "error" in reply else sys.stdout)
             _show(reply)
-        print(render.broadcast_summary(len(answered), errors, window), file=sys.stderr if errors else sys.stdout)
+        print(broadcast_summary(len(answered), errors, window), file=sys.stderr if errors else sys.stdout)
     return EXIT_ERROR_REPLY if errors else 0
 
 
@@ -252,8 +308,8 @@ def _print_ping(replies: Any, sent: float, window: float, as_json: bool) -> int:
         print(f"error: no agent answered within {window:g} s", file=sys.stderr)
         return EXIT_NO_REPLY
     if as_json:
-        print(render.json_text(sorted((reply for reply, _ in answered), key=lambda r: str(r.get("uuid")))))
+        print(json_text(sorted((reply for reply, _ in answered), key=lambda r: str(r.get("uuid")))))
     else:
-        print(render.ping_text(answered, window))
+        print(ping_text(answered, window))
     failed = any("error" in reply for reply, _ in answered)
     return EXIT_ERROR_REPLY if failed else 0

@@ -1,0 +1,274 @@
+"""Execution: from a delivery to its answer, exactly once per distinct request.
+
+Only bounded bookkeeping runs on pika's I/O thread: the size check, the digest of a body within
+the size limit, the answer cache and the table of running requests (which therefore need no
+lock). Decoding and judging a body is work its sender controls, so admissions run on the
+worker pool, one at a time and in arrival order; each admitted request is queued from that one
+lane to its VM's queue, so requests about one VM still run in the order they arrived, while
+requests about different VMs run in parallel. The answer goes back to the I/O thread, where the
+consumer replies and acks (``Consumer.reply_and_ack``).
+
+Duplicates: RabbitMQ redelivers every unacked request after a connection loss, including
+requests whose reply was already published (the ack was lost with the connection). Re-running a
+``create`` would make a second VM, so the last answers are kept by request (oslo.messaging keeps
+a similar message-id cache), and a duplicate of a request that is still running joins it and
+receives the same answer when it ends.
+"""
+
+import hashlib
+import logging
+import threading
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Hashable, List, Optional, Tuple
+
+from pika import BasicProperties
+
+from ..protocol import Envelope, make_response
+from ..request_context import running_request
+from .admission import Answer, Decision, Gate, Summary, answer_from
+
+if TYPE_CHECKING:
+    from .transport import Consumer, Delivery
+
+LOG = logging.getLogger(__name__)
+
+Job = Callable[[], None]
+ENTRY_OVERHEAD = 1024  # bytes counted per cached answer besides its body: key, summary, bookkeeping
+ADMISSION = ("admission",)  # the ordered pool key every admission shares: one at a time, in order
+
+
+# -- the answer cache --------------------------------------------------------------------------
+
+
+def request_key(properties: BasicProperties, body: bytes) -> Optional[Tuple[str, str, bytes]]:
+    """Who sent it, its correlation id and a digest of its body; None without a correlation id.
+
+    The sender and the body are part of the key so that another account reusing a correlation
+    id neither receives someone else's cached answer nor suppresses a different request.
+    """
+    if not properties.correlation_id:
+        return None
+    digest = hashlib.blake2b(body, digest_size=16).digest()
+    return (properties.user_id or "", properties.correlation_id, digest)
+
+
+class AnswerCache:
+    """A least-recently-used map from request key to answer (I/O thread only).
+
+    Bounded by count and by bytes: answers are small, except those that echo a large request
+    or list a large cloud, and a count alone would let a few of those take hundreds of MiB.
+    ``weigh`` gives an entry's size in bytes; an entry larger than the whole budget is not kept.
+    """
+
+    def __init__(self, size: int, max_bytes: int, weigh: Callable[[object], int]) -> None:
+        self._size = size
+        self._max_bytes = max_bytes
+        self._weigh = weigh
+        self._bytes = 0
+        self._entries: "OrderedDict[Hashable, Tuple[object, int]]" = OrderedDict()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """The weight of every entry kept."""
+        return self._bytes
+
+    def get(self, key: Hashable) -> object:
+        self._entries.move_to_end(key)
+        return self._entries[key][0]
+
+    def put(self, key: Hashable, answer: object) -> None:
+        weight = self._weigh(answer)
+        if key in self._entries:
+            self._bytes -= self._entries.pop(key)[1]
+        if weight > self._max_bytes:
+            return
+        self._entries[key] = (answer, weight)
+        self._bytes += weight
+        while len(self._entries) > self._size or self._bytes > self._max_bytes:
+            self._bytes -= self._entries.popitem(last=False)[1][1]
+
+
+def cached_weight(entry: object) -> int:
+    """The bytes an answer cache entry ``(summary, answer)`` holds, roughly."""
+    _summary, answer = entry  # type: ignore[misc]
+    return len(answer.body or b"") + ENTRY_OVERHEAD
+
+
+# -- the ordered pool --------------------------------------------------------------------------
+
+
+class OrderedPool:
+    """Runs jobs on ``workers`` threads; jobs with the same non-None key run one after another.
+
+    Two requests about the same VM (a ``create`` then a ``delete``) must run in the order they
+    arrived, or the delete could look before the VM exists: each key has a queue, and one
+    thread at a time works through a key's queue.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-worker")
+        self._lock = threading.Lock()
+        self._queues: Dict[Hashable, Deque[Job]] = {}
+
+    def submit(self, key: Optional[Hashable], job: Job) -> None:
+        """Queue ``job``; it starts after every earlier job with the same key has finished."""
+        if key is None:
+            self._executor.submit(self._run, job)
+            return
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is not None:
+                queue.append(job)
+                return
+            self._queues[key] = deque()
+        self._executor.submit(self._drain, key, job)
+
+    def _drain(self, key: Hashable, job: Job) -> None:
+        while True:
+            self._run(job)
+            with self._lock:
+                queue = self._queues[key]
+                if not queue:
+                    del self._queues[key]
+                    return
+                job = queue.popleft()
+
+    @staticmethod
+    def _run(job: Job) -> None:
+        try:
+            job()
+        except Exception:  # a job that raises must not wedge its key's queue
+            LOG.exception("agent job failed")
+
+    def shutdown(self) -> None:
+        """Wait for every queued job, then release the threads."""
+        self._executor.shutdown(wait=True)
+
+
+# -- back to the I/O thread --------------------------------------------------------------------
+
+
+class Handback:
+    """Thread-safe: ``post`` from any thread; the callbacks run on the loop's thread, in order.
+
+    ``add_callback_threadsafe`` writes to the IOLoop's wake-up pipe on every call; under load
+    several workers finish between two loop turns, so their results are queued here and the
+    loop is woken once to run them all.
+    """
+
+    def __init__(self, call_in_loop: Callable[[Job], None]) -> None:
+        self._call_in_loop = call_in_loop
+        self._queue: Deque[Job] = deque()
+        self._scheduled = False
+
+    def post(self, callback: Job) -> None:
+        self._queue.append(callback)
+        if not self._scheduled:  # a race only schedules one drain too many, which finds nothing
+            self._scheduled = True
+            self._call_in_loop(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False  # before popping: a callback posted from now on schedules a drain
+        while self._queue:
+            self._queue.popleft()()
+
+
+# -- the dispatcher ----------------------------------------------------------------------------
+
+
+class Dispatcher:
+    """Routes each delivery to one answer, given to the consumer to reply and ack."""
+
+    def __init__(
+        self,
+        gate: Gate,
+        controller: Any,
+        pool: OrderedPool,
+        cache: AnswerCache,
+        call_in_loop: Callable[[Job], None],
+        max_message_bytes: int,
+        consumer: "Consumer",
+    ) -> None:
+        self._gate = gate
+        self._controller = controller
+        self._pool = pool
+        self._cache = cache
+        self._handback = Handback(call_in_loop)
+        self._max_bytes = max_message_bytes
+        self._consumer = consumer
+        self._running: Dict[Hashable, List["Delivery"]] = {}
+
+    @property
+    def busy(self) -> bool:
+        """True while some request has not come back from admission or the controller."""
+        return bool(self._running)
+
+    def handle(self, delivery: "Delivery") -> None:
+        """I/O thread: answer ``delivery`` now (too large, cached) or once its request has run."""
+        if len(delivery.body) > self._max_bytes:
+            self._consumer.reply_and_ack(delivery, self._gate.too_large(len(delivery.body), self._max_bytes), False)
+            return
+        key = request_key(delivery.properties, delivery.body)
+        if key in self._running:
+            self._running[key].append(delivery)
+            return
+        if key is not None and key in self._cache:
+            delivery.summary, answer = self._cache.get(key)  # type: ignore[misc]
+            self._consumer.reply_and_ack(delivery, answer, True)
+            return
+        running_key = key if key is not None else object()
+        self._running[running_key] = [delivery]
+        properties, body = delivery.properties, delivery.body
+        self._pool.submit(ADMISSION, lambda: self._admit(running_key, key, properties, body))
+
+    def _admit(self, running_key: Hashable, key: Optional[Hashable], properties: BasicProperties, body: bytes) -> None:
+        """Worker, in the admission lane: judge the body, then queue the request behind its VM's."""
+        try:
+            decision = self._gate.admit(body, properties.user_id, properties.timestamp)
+        except Exception:  # a bug in the checks must still give one answer, and keep the agent serving
+            LOG.exception("judging a request failed")
+            decision = Decision(Summary(), answer=self._internal_error("", ""))
+        request, summary = decision.request, decision.summary
+        if request is None:
+            answer = decision.answer
+            self._handback.post(lambda: self._done(running_key, key, summary, answer))
+            return
+        order = (request.cm_id, request.vm_name) if request.vm_name else None
+        correlation_id = properties.correlation_id
+        self._pool.submit(order, lambda: self._execute(running_key, key, summary, request, correlation_id))
+
+    def _execute(self, running_key: Hashable, key: Optional[Hashable], summary: Summary, request: Envelope,
+                 correlation_id: Optional[str]) -> None:
+        """Worker: run the controller, then hand the answer back to the I/O thread."""
+        with running_request(correlation_id):
+            answer = self._process(request)
+        self._handback.post(lambda: self._done(running_key, key, summary, answer))
+
+    def _process(self, request: Envelope) -> Answer:
+        try:
+            return answer_from(self._controller.process(request.message))
+        except Exception:  # the contract says process() never raises; the agent must survive if it does
+            LOG.exception("the %s controller raised", request.collection)
+            return self._internal_error(request.cm_id, request.collection)
+
+    def _internal_error(self, resource_id: str, collection: str) -> Answer:
+        reply = make_response(
+            self._gate.agent_uuid, resource_id, collection, error="internal error in the agent; see its log"
+        )
+        return answer_from(reply)
+
+    def _done(self, running_key: Hashable, key: Optional[Hashable], summary: Summary, answer: Answer) -> None:
+        """I/O thread: remember the answer and give it to every delivery of the request."""
+        waiting = self._running.pop(running_key)
+        if key is not None:
+            self._cache.put(key, (summary, answer))
+        for position, delivery in enumerate(waiting):
+            delivery.summary = summary
+            self._consumer.reply_and_ack(delivery, answer, position > 0)
