@@ -1,0 +1,217 @@
+"""The agent's path without a broker: publisher confirms, the consumer's give-up and broker
+cancel, the dispatcher's duplicates and cache, back-off and reply addressing (fake channels)."""
+
+from types import SimpleNamespace
+
+import pika
+from pika import BasicProperties
+from pika.exceptions import ChannelClosedByBroker
+from pika.spec import Basic
+
+from cloudmanagers_plugin.agent.admission import Gate, HostFilter
+from cloudmanagers_plugin.agent.execution import AnswerCache, Dispatcher, cached_weight
+from cloudmanagers_plugin.agent.publisher import ReplyPublisher
+from cloudmanagers_plugin.agent.settings import BrokerSettings
+from cloudmanagers_plugin.agent.transport import Backoff, Consumer, Delivery, ReplyAddress, Topology, reply_address
+from tests.support.agent import FakeController
+
+# -- the publisher ------------------------------------------------------------------------------
+
+
+class Channel:
+    """A reply channel that records what is published; the test confirms, refuses or closes."""
+
+    def __init__(self, connection):
+        self.connection, self.published, self.is_open = connection, [], True
+
+    def add_on_close_callback(self, callback):
+        self.on_close = callback
+
+    def confirm_delivery(self, on_confirm, callback):
+        self.on_confirm = on_confirm
+        callback(None)
+
+    def basic_publish(self, exchange, routing_key, body, properties):
+        self.published.append(body)
+
+    def confirm(self, tag, multiple=False, ack=True):
+        method = (Basic.Ack if ack else Basic.Nack)(delivery_tag=tag, multiple=multiple)
+        self.on_confirm(SimpleNamespace(method=method))
+
+    def close_by_broker(self, code=541, text="INTERNAL_ERROR"):
+        self.is_open = False
+        self.on_close(self, ChannelClosedByBroker(code, text))
+
+
+class Connection:
+    is_open = True
+
+    def __init__(self):
+        self.channels = []
+
+    def channel(self, on_open_callback):
+        self.channels.append(Channel(self))
+        on_open_callback(self.channels[-1])
+
+
+def publisher_with(*bodies):
+    """A publisher on a fake connection with ``bodies`` published to the default exchange."""
+    settled = {}
+    publisher = ReplyPublisher(lambda ticket, failure: settled.setdefault(ticket, failure))
+    connection = Connection()
+    publisher.attach(connection)
+    for body in bodies:
+        publisher.publish(ReplyAddress("", "q"), BasicProperties(), body, body)
+    return publisher, connection, settled
+
+
+def test_an_ack_settles_its_reply_only():
+    publisher, connection, settled = publisher_with(b"a", b"b")
+    connection.channels[0].confirm(2)
+    assert settled == {b"b": ""} and publisher.pending
+
+
+def test_a_multiple_ack_settles_every_reply_up_to_its_tag():
+    publisher, connection, settled = publisher_with(b"a", b"b", b"c")
+    connection.channels[0].confirm(2, multiple=True)
+    assert settled == {b"a": "", b"b": ""}
+    connection.channels[0].confirm(3)
+    assert settled[b"c"] == "" and not publisher.pending
+
+
+def test_a_nack_sends_again_until_the_retry_limit():
+    publisher, connection, settled = publisher_with(b"a")
+    channel = connection.channels[0]
+    for tag in range(1, ReplyPublisher.MAX_FAILURES + 1):
+        assert b"a" not in settled
+        channel.confirm(tag, ack=False)
+    assert channel.published == [b"a"] * ReplyPublisher.MAX_FAILURES
+    assert settled[b"a"] == f"the broker refused the reply; reply dropped after {ReplyPublisher.MAX_FAILURES} failures"
+    assert not publisher.pending
+
+
+def test_a_channel_closed_by_the_broker_is_reopened_and_its_replies_sent_again():
+    publisher, connection, settled = publisher_with(b"a", b"b")
+    connection.channels[0].close_by_broker()
+    assert len(connection.channels) == 2 and connection.channels[1].published == [b"a", b"b"]
+    connection.channels[1].confirm(2, multiple=True)
+    assert settled == {b"a": "", b"b": ""}
+
+
+def test_replies_pending_when_the_connection_goes_are_given_up():
+    publisher, connection, settled = publisher_with(b"a")
+    connection.is_open = False
+    connection.channels[0].close_by_broker(320, "CONNECTION_FORCED")
+    publisher.detach()
+    assert settled == {b"a": "connection lost before the reply was confirmed"} and not publisher.pending
+
+
+# -- the consumer -------------------------------------------------------------------------------
+
+
+class Loop:
+    def __init__(self):
+        self.delays, self.timers, self.stopped = [], [], False
+
+    def call_later(self, delay, callback):
+        self.delays.append(delay)
+        self.timers.append(delay)
+        return delay
+
+    def remove_timeout(self, timer):
+        self.timers.remove(timer)
+
+    def stop(self):
+        self.stopped = True
+
+
+def consumer(attempts=3, loop=None):
+    topology = Topology("queue", "", True, 1, "", "", None)
+    return Consumer(pika.ConnectionParameters(), topology, loop or Loop(), Backoff(4, attempts), BrokerSettings())
+
+
+def test_the_consumer_gives_up_after_the_last_attempt_and_exits_1():
+    loop = Loop()
+    subject = consumer(attempts=3, loop=loop)
+    for _ in range(3):
+        subject._on_connection_open_error(None, ConnectionRefusedError(111, "Connection refused"))
+    assert loop.delays == [1.0, 2.0] and subject.exit_code == 1 and loop.stopped
+
+
+def test_a_broker_cancel_closes_the_channel_so_the_consumer_reconnects():
+    subject = consumer()
+    channel = SimpleNamespace(is_open=True, closed=False)
+    channel.close = lambda: setattr(channel, "closed", True)
+    subject._channel = channel
+    subject._on_cancelled_by_broker(None)
+    assert channel.closed
+
+
+def test_backoff_doubles_up_to_its_cap_then_gives_up():
+    backoff = Backoff(cap=5, attempts=6)
+    assert [backoff.next_delay() for _ in range(6)] == [1, 2, 4, 5, 5, None]
+    backoff.reset()
+    assert backoff.next_delay() == 1
+
+
+# -- the dispatcher -----------------------------------------------------------------------------
+
+
+class Replies:
+    def __init__(self):
+        self.sent = []
+
+    def reply_and_ack(self, delivery, answer, duplicate):
+        self.sent.append((delivery.tag, answer.body, duplicate))
+
+
+class HeldPool:
+    """Keeps jobs until ``run_all``: a request stays running while duplicates arrive."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def submit(self, key, job):
+        self.jobs.append(job)
+
+    def run_all(self):
+        while self.jobs:
+            self.jobs.pop(0)()
+
+
+def test_duplicates_join_the_running_request_and_later_ones_come_from_the_cache():
+    controller, pool, replies = FakeController(), HeldPool(), Replies()
+    subject = Dispatcher(Gate("agent", "cloudmanagers", HostFilter("agent"), None, 0), controller, pool,
+                         AnswerCache(16, 1 << 20, cached_weight), lambda callback: callback(), 1 << 20, replies)
+    body = b'{"collection": "cloudmanagers", "action": "create", "id": "cm", "attributes": {"n": 1, "name": "vm"}}'
+
+    def deliver(tag, correlation_id="c1"):
+        subject.handle(Delivery(None, tag, BasicProperties(correlation_id=correlation_id, user_id="guest"), body))
+
+    deliver(1)
+    deliver(2)  # a redelivery while the first runs: it joins it
+    assert subject.busy and not replies.sent
+    pool.run_all()
+    deliver(3)  # after the answer: from the cache
+    deliver(4, correlation_id="c2")  # another request with the same body runs on its own
+    pool.run_all()
+    assert controller.executions[1] == 2 and not subject.busy
+    (_, body_1, dup_1), (_, body_2, dup_2), (_, body_3, dup_3), (_, _body_4, dup_4) = replies.sent
+    assert body_1 == body_2 == body_3 and (dup_1, dup_2, dup_3, dup_4) == (False, True, True, False)
+
+
+# -- reply addressing ---------------------------------------------------------------------------
+
+
+def address(**properties):
+    return reply_address(BasicProperties(**properties), "inbox", "rk")
+
+
+def test_reply_addressing_follows_the_legacy_rules():
+    assert address(headers={"reply_exchange": ""}, reply_to="q") == ReplyAddress("", "q")
+    assert address(headers={"reply_exchange": b"x"}, reply_to="q") == ReplyAddress("x", "q")
+    assert address(reply_to="q") == ReplyAddress("inbox", "q")
+    assert address() == ReplyAddress("inbox", "rk")
+    assert address(headers={"reply_exchange": 5}) == ReplyAddress("inbox", "rk")  # not a name: absent
+    assert address(headers={"reply_exchange": "x" * 256}) == ReplyAddress("inbox", "rk")  # too long for AMQP
+    assert reply_address(BasicProperties(headers={"reply_exchange": ""}), "", "") is None  # nowhere to go
