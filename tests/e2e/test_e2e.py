@@ -7,15 +7,11 @@ import sys
 import pytest
 from novaclient import exceptions as nova_exc
 
+from tests.support.controller import status_of
 from tests.support.e2e import harness, settle
 from tests.support.seed_examples import assert_seed_reply, example
 
 pytestmark = pytest.mark.e2e
-
-
-def ok(reply):
-    assert "error" not in reply, reply["error"]
-    return reply["status"]
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +56,7 @@ def test_every_seed_example(agent, nova, facts, sections, seed_key, vm_name, fla
 
     assert_seed_reply("shutdown", send("shutdown", name=vm_name), cm)
     assert settle(nova, server_id, "SHUTOFF") == ("SHUTOFF", "m1.tiny")
-    stopped = ok(send("VM details", name=vm_name))   # no console: an empty port, the reason apart
+    stopped = status_of(send("VM details", name=vm_name))   # no console: an empty port, the reason apart
     assert (stopped["vm_vnc_port"], stopped["vm_console_url"]) == ("", None)
     assert stopped["vm_console_unavailable"] == "the VM is SHUTOFF"
 
@@ -68,7 +64,7 @@ def test_every_seed_example(agent, nova, facts, sections, seed_key, vm_name, fla
     assert_seed_reply("resize", resized, cm)
     assert resized["status"]["vm_flavor"] == "2"
     assert settle(nova, server_id, "VERIFY_RESIZE") == ("VERIFY_RESIZE", "m1.small")
-    assert ok(send("resize", name=vm_name))["vm_actions"] == ["confirm_resize"]  # the same message again
+    assert status_of(send("resize", name=vm_name))["vm_actions"] == ["confirm_resize"]  # the same message again
     assert settle(nova, server_id, "SHUTOFF") == ("SHUTOFF", "m1.small")
 
     assert_seed_reply("delete", send("delete", name=vm_name), cm)
@@ -96,7 +92,7 @@ FINAL = {"REBOOT": "ACTIVE", "HARD_REBOOT": "ACTIVE", "shutdown": "SHUTOFF", "pa
 @pytest.fixture(scope="module")
 def table_vm(agent, nova, facts, sections):
     reply = agent.call("create", sections["v3"], name="e2e-table", flavor="m1.tiny", image="cirros-fake", wait=90)
-    server_id = ok(reply)["vm_id"]
+    server_id = status_of(reply)["vm_id"]
     yield server_id
     agent.call("delete", sections["v3"], name=server_id, force=True, wait=60)
 
@@ -121,7 +117,7 @@ def _put_in(nova, admin_nova, server_id, wanted):
 @pytest.mark.parametrize("source,requested,action", ROWS)
 def test_transition_row(agent, nova, admin_nova, sections, table_vm, source, requested, action):
     _put_in(nova, admin_nova, table_vm, source)
-    status = ok(agent.call("update", sections["v3"], name="e2e-table", status=requested, wait=60))
+    status = status_of(agent.call("update", sections["v3"], name="e2e-table", status=requested, wait=60))
     final = FINAL.get(requested, requested)
     assert status["vm_actions"] == ([action] if action else [])
     assert status["vm_status"] == final
@@ -138,7 +134,7 @@ def test_impossible_transition_names_both_states(agent, nova, admin_nova, sectio
 def test_resize_and_confirm_in_one_message(agent, nova, admin_nova, sections, table_vm):
     _put_in(nova, admin_nova, table_vm, "ACTIVE")
     target = "m1.medium" if settle(nova, table_vm)[1] != "m1.medium" else "m1.small"
-    status = ok(agent.call("update", sections["v3"], name="e2e-table", flavor=target, confirm=True, wait=90))
+    status = status_of(agent.call("update", sections["v3"], name="e2e-table", flavor=target, confirm=True, wait=90))
     assert status["vm_actions"] == ["resize", "confirm_resize"] and status["vm_status"] == "ACTIVE"
     assert settle(nova, table_vm, "ACTIVE") == ("ACTIVE", target)
 
@@ -147,11 +143,11 @@ def test_status_verify_resize_is_the_first_resize_step(agent, nova, admin_nova, 
     _put_in(nova, admin_nova, table_vm, "ACTIVE")
     assert "send 'flavor'" in agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE")["error"]
     target = "m1.small" if settle(nova, table_vm)[1] != "m1.small" else "m1.tiny"
-    status = ok(agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE", flavor=target,
+    status = status_of(agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE", flavor=target,
                            wait=90))
     assert status["vm_actions"] == ["resize"] and status["vm_status"] == "VERIFY_RESIZE"
     assert settle(nova, table_vm, "VERIFY_RESIZE") == ("VERIFY_RESIZE", target)
-    again = ok(agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE"))
+    again = status_of(agent.call("update", sections["v3"], name="e2e-table", status="VERIFY_RESIZE"))
     assert again["vm_actions"] == [] and again["vm_status"] == "VERIFY_RESIZE"   # already there: no call
     assert settle(nova, table_vm, "VERIFY_RESIZE") == ("VERIFY_RESIZE", target)
 
@@ -159,7 +155,7 @@ def test_status_verify_resize_is_the_first_resize_step(agent, nova, admin_nova, 
 def test_seed_delete_of_a_running_vm(agent, nova, facts, sections, vm_name):
     """The documented delete removes an ACTIVE VM; a section with protect_running refuses it."""
     cm = sections["v3"]
-    server_id = ok(agent.call("create", cm, name=vm_name, flavor="1", image=facts["image_id"], wait=90))["vm_id"]
+    server_id = status_of(agent.call("create", cm, name=vm_name, flavor="1", image=facts["image_id"], wait=90))["vm_id"]
     assert settle(nova, server_id, "ACTIVE")[0] == "ACTIVE"
     assert "protect_running" in agent.call("delete", "devcloud_protected", name=vm_name)["error"]
     assert settle(nova, server_id)[0] == "ACTIVE"
@@ -177,10 +173,10 @@ def test_sections_at_once_and_a_wrong_password(agent, sections):
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         replies = list(pool.map(lambda cm: agent.call("read", cm), ids * 2 + ["wrongpw"]))
     for reply in replies[:-1]:
-        assert isinstance(ok(reply)["VMs"], list)
+        assert isinstance(status_of(reply)["VMs"], list)
     error = replies[-1]["error"]
     assert "refused the credentials (401)" in error and "not-the-password" not in error
-    assert isinstance(ok(agent.call("read", sections["legacy"]))["VMs"], list)  # the others keep working
+    assert isinstance(status_of(agent.call("read", sections["legacy"]))["VMs"], list)  # the others keep working
 
 
 def test_error_server_carries_nova_fault(agent, nova, admin_nova, sections, vm_name):
@@ -190,13 +186,13 @@ def test_error_server_carries_nova_fault(agent, nova, admin_nova, sections, vm_n
         huge = admin_nova.flavors.create("e2e.huge", ram=512, vcpus=100000, disk=1)
     reply = agent.call("create", sections["v3"], name=vm_name, flavor=huge.id, image="cirros-fake", wait=90)
     assert "went to ERROR" in reply["error"] and "No valid host was found" in reply["error"]
-    details = ok(agent.call("read", sections["v3"], name=vm_name))
+    details = status_of(agent.call("read", sections["v3"], name=vm_name))
     assert details["vm_status"] == "ERROR" and "No valid host" in details["vm_fault"]
-    assert ok(agent.call("delete", sections["v3"], name=vm_name, wait=60))["vm_status"] == "DELETED"
+    assert status_of(agent.call("delete", sections["v3"], name=vm_name, wait=60))["vm_status"] == "DELETED"
 
 
 def test_exact_names_duplicates_and_no_second_create(agent, nova, facts, sections, vm_name):
-    first = ok(agent.call("create", sections["v3"], name=vm_name, flavor="1", image=facts["image_id"], wait=90))
+    first = status_of(agent.call("create", sections["v3"], name=vm_name, flavor="1", image=facts["image_id"], wait=90))
     refused = agent.call("create", sections["v3"], name=vm_name, flavor="1", image=facts["image_id"])
     assert "already exists" in refused["error"]
     assert len([s for s in nova.servers.list() if s.name == vm_name]) == 1
@@ -205,7 +201,7 @@ def test_exact_names_duplicates_and_no_second_create(agent, nova, facts, section
     try:
         error = agent.call("read", sections["v3"], name=vm_name)["error"]
         assert first["vm_id"] in error and twin.id in error
-        assert ok(agent.call("read", sections["v3"], name=twin.id))["vm_id"] == twin.id  # an id is accepted
+        assert status_of(agent.call("read", sections["v3"], name=twin.id))["vm_id"] == twin.id  # an id is accepted
     finally:
         for server_id in (first["vm_id"], twin.id):
             agent.call("delete", sections["v3"], name=server_id, force=True, wait=60)
@@ -221,5 +217,5 @@ def test_keystone_restart_mid_run(agent, sections):
             replies.append(agent.call("read", sections["v3"], name="no-such-vm-during-restart"))
         assert restart.result().returncode == 0, restart.result().stdout[-2000:]
     assert replies and all("error" in reply and "status" in reply for reply in replies)  # answered, not lost
-    assert isinstance(ok(agent.call("read", sections["legacy"]))["VMs"], list)
-    assert isinstance(ok(agent.call("read", sections["v3"]))["VMs"], list)
+    assert isinstance(status_of(agent.call("read", sections["legacy"]))["VMs"], list)
+    assert isinstance(status_of(agent.call("read", sections["v3"]))["VMs"], list)

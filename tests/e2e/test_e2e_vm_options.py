@@ -7,14 +7,10 @@ from keystoneauth1.identity import v3
 
 from cloudmanagers_plugin.agent.settings import load_settings
 from cloudmanagers_plugin.call import RpcClient, build_request
+from tests.support.controller import status_of
 from tests.support.e2e import settle
 
 pytestmark = pytest.mark.e2e
-
-
-def ok(reply):
-    assert "error" not in reply, reply["error"]
-    return reply["status"]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,7 @@ def _neutron(demo_session, facts, path):
 
 
 def test_listflavors(agent, sections, nova):
-    status = ok(agent.call("read", sections["v3"], listflavors="1"))
+    status = status_of(agent.call("read", sections["v3"], listflavors="1"))
     assert set(status) == {"cloudmanagers", "url", "flavors"}
     expected = {f.id: (f.name, f.vcpus, f.ram, f.disk, f.is_public) for f in nova.flavors.list(is_public=None)}
     assert {f["id"]: (f["name"], f["vcpus"], f["ram"], f["disk"], f["public"]) for f in status["flavors"]} == expected
@@ -55,13 +51,13 @@ def test_listflavors(agent, sections, nova):
 def test_listkeys(agent, sections, nova):
     if not any(k.name == "e2e-key" for k in nova.keypairs.list()):
         nova.keypairs.create("e2e-key")
-    keys = ok(agent.call("read", sections["v3"], listkeys="1"))["keys"]
+    keys = status_of(agent.call("read", sections["v3"], listkeys="1"))["keys"]
     expected = {k.name: (k.type, k.fingerprint) for k in nova.keypairs.list()}
     assert {k["name"]: (k["type"], k["fingerprint"]) for k in keys} == expected and "e2e-key" in expected
 
 
 def test_listnetworks(agent, sections, facts, demo_session):
-    networks = ok(agent.call("read", sections["v3"], listnetworks="1"))["networks"]
+    networks = status_of(agent.call("read", sections["v3"], listnetworks="1"))["networks"]
     assert {n["name"]: n["subnets"][0]["cidr"] for n in networks} == facts["networks"]
     real = {n["id"]: n for n in _neutron(demo_session, facts, "networks")["networks"]}
     for network in networks:
@@ -70,7 +66,7 @@ def test_listnetworks(agent, sections, facts, demo_session):
 
 
 def test_listsecuritygroups(agent, sections, facts, demo_session):
-    groups = ok(agent.call("read", sections["v3"], listsecuritygroups="1"))["security_groups"]
+    groups = status_of(agent.call("read", sections["v3"], listsecuritygroups="1"))["security_groups"]
     project = demo_session.get_project_id()
     real = _neutron(demo_session, facts, f"security-groups?project_id={project}")["security_groups"]
     assert sorted((g["id"], g["name"]) for g in groups) == sorted((g["id"], g["name"]) for g in real)
@@ -78,7 +74,7 @@ def test_listsecuritygroups(agent, sections, facts, demo_session):
 
 
 def test_listzones_and_limits(agent, sections, nova):
-    status = ok(agent.call("read", sections["legacy"], listzones="1", limits="1"))
+    status = status_of(agent.call("read", sections["legacy"], listzones="1", limits="1"))
     assert status["zones"] == sorted(z.zoneName for z in nova.availability_zones.list(detailed=False)
                                      if z.zoneState["available"])
     absolute = {limit.name: limit.value for limit in nova.limits.get().absolute}
@@ -92,10 +88,10 @@ def test_listzones_and_limits(agent, sections, nova):
 
 
 def test_details_carry_addresses_and_the_rest(agent, sections, facts, nova, vm_name):
-    created = ok(agent.call("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake",
+    created = status_of(agent.call("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake",
                             wait=90))
     try:
-        details = ok(agent.call("read", sections["v3"], name=vm_name))
+        details = status_of(agent.call("read", sections["v3"], name=vm_name))
         server = nova.servers.get(created["vm_id"])
         assert details["vm_addresses"] == {
             network: [{"address": a["addr"], "version": a["version"], "type": a["OS-EXT-IPS:type"],
@@ -119,7 +115,7 @@ def test_create_with_two_networks_a_group_metadata_and_tags(rpc, sections, facts
     reply = rpc("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake",
                 networks=["private", "backend"], security_groups=["web"], metadata={"role": "web"},
                 tags=["e2e", "blue"], description="issue 12", config_drive=True, availability_zone="nova", wait=90)
-    created = ok(reply)
+    created = status_of(reply)
     try:
         assert created["vm_status"] == "ACTIVE"
         server = nova.servers.get(created["vm_id"])  # checked independently of the plugin
@@ -129,7 +125,7 @@ def test_create_with_two_networks_a_group_metadata_and_tags(rpc, sections, facts
         assert server.metadata == {"role": "web"}
         assert sorted(server.tags) == ["blue", "e2e"] and server.description == "issue 12"
         assert getattr(server, "OS-EXT-AZ:availability_zone") == "nova" and server.config_drive in (True, "True")
-        details = ok(rpc("read", sections["v3"], name=vm_name))
+        details = status_of(rpc("read", sections["v3"], name=vm_name))
         assert sorted(details["vm_addresses"]) == ["backend", "private"]
         assert sorted(details["vm_tags"]) == ["blue", "e2e"] and details["vm_metadata"] == {"role": "web"}
     finally:
@@ -151,23 +147,23 @@ def test_unknown_network_lists_what_exists_and_creates_nothing(rpc, sections, no
 
 @pytest.fixture
 def day2_vm(rpc, sections, nova, vm_name):
-    created = ok(rpc("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake", wait=90))
+    created = status_of(rpc("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake", wait=90))
     yield created["vm_id"]
     rpc("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
 
 
 def test_shelve_and_unshelve(rpc, sections, nova, day2_vm):
-    status = ok(rpc("update", sections["v3"], name=day2_vm, status="shelve", wait=90))
+    status = status_of(rpc("update", sections["v3"], name=day2_vm, status="shelve", wait=90))
     assert status["vm_actions"] == ["shelve"] and status["vm_status"] in ("SHELVED", "SHELVED_OFFLOADED")
     assert settle(nova, day2_vm)[0] in ("SHELVED", "SHELVED_OFFLOADED")
-    assert ok(rpc("update", sections["v3"], name=day2_vm, status="SHELVED"))["vm_actions"] == []
-    status = ok(rpc("update", sections["v3"], name=day2_vm, status="ACTIVE", wait=90))
+    assert status_of(rpc("update", sections["v3"], name=day2_vm, status="SHELVED"))["vm_actions"] == []
+    status = status_of(rpc("update", sections["v3"], name=day2_vm, status="ACTIVE", wait=90))
     assert status["vm_actions"] == ["unshelve"] and status["vm_status"] == "ACTIVE"
     assert settle(nova, day2_vm, "ACTIVE")[0] == "ACTIVE"
 
 
 def test_snapshot_with_wait(rpc, sections, demo_session, facts, day2_vm, vm_name):
-    status = ok(rpc("update", sections["v3"], name=day2_vm, snapshot=f"{vm_name}-snap", wait=90))
+    status = status_of(rpc("update", sections["v3"], name=day2_vm, snapshot=f"{vm_name}-snap", wait=90))
     try:
         assert status["vm_actions"] == ["snapshot"] and status["image_status"] == "active"
         image = demo_session.get(f"{facts['endpoints']['image'].rstrip('/')}/v2/images/{status['image_id']}").json()
@@ -177,14 +173,14 @@ def test_snapshot_with_wait(rpc, sections, demo_session, facts, day2_vm, vm_name
 
 
 def test_metadata_tags_and_rename(rpc, sections, nova, day2_vm, vm_name):
-    status = ok(rpc("update", sections["v3"], name=day2_vm, metadata={"role": "db", "tier": "2"}, tags=["x", "y"]))
+    status = status_of(rpc("update", sections["v3"], name=day2_vm, metadata={"role": "db", "tier": "2"}, tags=["x", "y"]))
     assert status["vm_actions"] == ["set_metadata", "set_tags"]
-    status = ok(rpc("update", sections["v3"], name=day2_vm, metadata={"tier": None}, tags=["z"],
+    status = status_of(rpc("update", sections["v3"], name=day2_vm, metadata={"tier": None}, tags=["z"],
                     rename=f"{vm_name}-renamed"))
     assert status["vm_actions"] == ["delete_metadata", "set_tags", "rename"]
     server = nova.servers.get(day2_vm)
     assert (server.metadata, server.tags, server.name) == ({"role": "db"}, ["z"], f"{vm_name}-renamed")
-    other = ok(rpc("create", sections["v3"], name=f"{vm_name}-other", flavor="1", image="cirros-fake"))
+    other = status_of(rpc("create", sections["v3"], name=f"{vm_name}-other", flavor="1", image="cirros-fake"))
     try:
         error = rpc("update", sections["v3"], name=day2_vm, rename=f"{vm_name}-other")["error"]
         assert f"a VM named '{vm_name}-other' already exists" in error
@@ -194,6 +190,6 @@ def test_metadata_tags_and_rename(rpc, sections, nova, day2_vm, vm_name):
 
 
 def test_console_log(rpc, sections, nova, day2_vm):
-    status = ok(rpc("read", sections["v3"], name=day2_vm, consolelog=2))
+    status = status_of(rpc("read", sections["v3"], name=day2_vm, consolelog=2))
     assert status["vm_console_log"] == nova.servers.get_console_output(day2_vm, length=2)
     assert status["vm_console_log"].splitlines() == ["ANOTHER", "LAST LINE"]  # Nova's fake driver's output
