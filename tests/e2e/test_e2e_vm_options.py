@@ -193,3 +193,19 @@ def test_console_log(rpc, sections, nova, day2_vm):
     status = status_of(rpc("read", sections["v3"], name=day2_vm, consolelog=2))
     assert status["vm_console_log"] == nova.servers.get_console_output(day2_vm, length=2)
     assert status["vm_console_log"].splitlines() == ["ANOTHER", "LAST LINE"]  # Nova's fake driver's output
+
+
+def test_create_in_a_server_group_by_name(rpc, sections, nova, vm_name):
+    group = nova.server_groups.create(name=f"{vm_name}-group", policies=["affinity"])
+    try:
+        created = status_of(rpc("create", sections["v3"], name=vm_name, flavor="1", image="cirros-fake",
+                         server_group=f"{vm_name}-group", wait=90))
+        try:
+            assert nova.server_groups.get(group.id).members == [created["vm_id"]]
+        finally:
+            rpc("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
+        error = rpc("create", sections["v3"], name=vm_name, flavor="1", image="cirros-fake",
+                    server_group="no-such-group")["error"]
+        assert "no server group 'no-such-group' (available: " in error and f"{vm_name}-group" in error
+    finally:
+        nova.server_groups.delete(group.id)
