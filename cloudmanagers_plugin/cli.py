@@ -77,7 +77,7 @@ def _section_row(
     if result == "OK" and warnings:
         result, message = "WARN", "; ".join(warnings)
     return {"section": name, "type": section.cm_type, "keystone": section.auth_url,
-            "project": section.project_name, "result": result, "message": message}
+            "project": section.project_label, "result": result, "message": message}
 
 
 def _live_check(controller: CloudmanagersController, section: CloudManagerConfig) -> Tuple[str, str]:

@@ -80,6 +80,14 @@ class CloudManagerConfig:
     def uses_application_credential(self) -> bool:
         return bool(self.application_credential_secret)
 
+    @property
+    def project_label(self) -> str:
+        """The project as an operator reads it: an application credential carries its own."""
+        if self.uses_application_credential:
+            credential = self.application_credential_id or self.application_credential_name
+            return f"{self.project_name or '?'} (application credential {credential})"
+        return self.project_name
+
     def where(self, key: str) -> str:
         """'<file>: section [<name>]: key '<key>'', the prefix of every error about a key."""
         return f"{self.source}: section [{self.name}]: key '{key}'"

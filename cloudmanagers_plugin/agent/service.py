@@ -152,7 +152,7 @@ def _log_cloud_managers(controller: CloudmanagersController) -> None:
             LOG.warning("cloud manager '%s' is invalid and answers errors until fixed: %s", name, section)
         else:
             LOG.info("cloud manager '%s': %s, keystone %s, project %s, compute API %s", name, section.cm_type,
-                     section.auth_url, section.project_name, section.compute_api_version)
+                     section.auth_url, section.project_label, section.compute_api_version)
 
 
 # -- systemd ------------------------------------------------------------------------------------

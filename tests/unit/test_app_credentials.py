@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cloudmanagers_plugin import CloudmanagersController
+from cloudmanagers_plugin import CloudmanagersController, cli
 from cloudmanagers_plugin.config import ConfigFile
 from cloudmanagers_plugin.errors import ConfigError
 from tests.support.controller import LEGACY_SECTION, status_of, write_config
@@ -90,3 +90,29 @@ def test_a_new_credential_in_the_file_is_used_without_restart(tmp_path, cloud):
                  "# a comment that changes the size\n")
     del cloud.app_credentials[old["id"]]  # the old one is gone: only the new one can work
     assert status_of(read(controller))["VMs"] == []
+
+
+def test_check_config_names_the_application_credential(tmp_path, cloud, capsys):
+    credential = cloud.add_app_credential()
+    path = write_config(tmp_path / "c.conf", BASE + f"application_credential_id = {credential['id']}\n"
+                        f"application_credential_secret = {credential['secret']}\n")
+    cli.main(["check-config", "--config", path, "--json"])
+    out = capsys.readouterr().out
+    assert f"? (application credential {credential['id']})" in out and credential["secret"] not in out
+
+
+def test_clouds_yaml_application_credential(tmp_path, cloud):
+    credential = cloud.add_app_credential()
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(f"""clouds:
+  lab:
+    auth_type: v3applicationcredential
+    auth:
+      auth_url: http://127.0.0.1:5000/v3
+      application_credential_id: {credential['id']}
+      application_credential_secret: {credential['secret']}
+""")
+    path = write_config(tmp_path / "c.conf", f"[appcred]\ncm_type = openstack\ncloud = lab\nclouds_yaml = {clouds}\n")
+    section = ConfigFile(path).get("appcred")
+    assert section.uses_application_credential and section.application_credential_id == credential["id"]
+    assert status_of(read(CloudmanagersController(config_path=path)))["VMs"] == []
