@@ -63,6 +63,11 @@ class FakeController:
         """Nothing to release."""
 
 
+def agent_lines(caplog: Any) -> List[Any]:
+    """The log records of the agent's own logger (not pika's, not the controller's)."""
+    return [record for record in caplog.records if record.name == "cloudmanagers_plugin.agent"]
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuidlib.uuid4().hex[:10]}"
 

@@ -1,0 +1,123 @@
+"""What an operator meets first, without a broker: an unreachable one (one line per attempt), the
+back-off, and the checks the `cloudmanagers agent` command makes before it connects (issue 16)."""
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+
+import pika
+import pytest
+
+from cloudmanagers_plugin.agent.service import AgentService
+from cloudmanagers_plugin.agent.transport import Backoff, Consumer, Topology
+from tests.support import ROOT
+from tests.support.agent import FakeController, agent_lines, agent_settings
+from tests.support.agent_command import CM_SECTION, agent_command, finish, write_file
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory any user may enter (pytest's tmp_path is private to root)."""
+    path = tempfile.mkdtemp(prefix="cm-agent-test-")
+    os.chmod(path, 0o755)
+    yield path
+    subprocess.run(["rm", "-rf", path], check=True)
+
+
+@pytest.mark.parametrize("host, port, reason", [
+    ("127.0.0.1", 1, "connection refused on port 1"),
+    ("no-such-host.invalid", 5672, "cannot resolve the broker host 'no-such-host.invalid'"),
+])
+def test_unreachable_broker_one_line_per_attempt(caplog, host, port, reason):
+    caplog.set_level(logging.DEBUG)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)  # what `cloudmanagers agent` does below DEBUG
+    try:
+        settings = agent_settings()
+        settings.broker.host, settings.broker.port = host, port
+        settings.broker.connection_attempts = 2
+        service = AgentService(settings, FakeController())
+        assert service.run() == 1
+    finally:
+        logging.getLogger("pika").setLevel(logging.NOTSET)
+    failures = [r for r in agent_lines(caplog) if r.levelno >= logging.WARNING]
+    url = f"amqp://guest@{host}:{port}/%2F"
+    assert [r.getMessage().split(": ", 1)[0] for r in failures] == [
+        f"cannot connect to the broker at {url} (attempt 1 of 2)",
+        f"cannot connect to the broker at {url} (attempt 2 of 2)",
+    ]
+    assert all(reason in r.getMessage() for r in failures)
+    assert not [r for r in caplog.records if r.name.startswith("pika") and r.levelno >= logging.WARNING]
+
+
+class _FakeConnection:
+    def __init__(self):
+        self.channels = []
+
+    def channel(self, on_open_callback):
+        self.channels.append(on_open_callback)
+
+
+def test_backoff_resets_only_once_consuming():
+    backoff = Backoff(cap=5, attempts=100)
+    settings = agent_settings()
+    topology = Topology(settings.uuid, "", True, 1, "", "", None)
+    consumer = Consumer(pika.ConnectionParameters(), topology, None, backoff, settings.broker)
+    backoff.next_delay(), backoff.next_delay(), backoff.next_delay()
+    consumer._on_connection_open(_FakeConnection())  # TCP and AMQP handshake done, nothing consumed yet
+    assert backoff.failures == 3
+    consumer._on_consume_ok(None)
+    assert backoff.failures == 0
+
+
+def test_unreadable_agent_config_exits_2(shared_dir):
+    agent_config = write_file(os.path.join(shared_dir, "agent.conf"), "[rabbitmq]\nhost = 127.0.0.1\n", mode=0o000)
+    code, output = finish(agent_command("--agent-config", agent_config, unreadable_files=True))
+    assert code == 2 and f"cannot read the agent config file {agent_config}: Permission denied" in output
+
+
+def test_unreadable_cloudmanagers_file_exits_2(shared_dir):
+    agent_config = write_file(os.path.join(shared_dir, "agent.conf"),
+                          f"[rabbitmq]\nhost = 127.0.0.1\nuuid = 3a468145-1afc-40d3-baf5-3ba4c0fc3561\n"
+                          f"[agent]\nuuid_file = {shared_dir}/uuid\n", mode=0o644)
+    config = write_file(os.path.join(shared_dir, "cloudmanagers.conf"), CM_SECTION, mode=0o000)
+    code, output = finish(agent_command("--agent-config", agent_config, "--config", config, unreadable_files=True))
+    assert code == 2 and f"{config}: cannot read the cloud managers file: Permission denied" in output
+    assert "not a valid INI file" not in output
+
+
+@pytest.mark.parametrize("config_text, expected", [
+    (None, "cannot read the cloud managers file (No such file or directory)"),
+    ("# nothing here\n", "no cloud manager section"),
+    ("not an ini file\n", "not a valid INI file"),
+])
+def test_agent_refuses_a_missing_or_invalid_cloudmanagers_file(shared_dir, config_text, expected):
+    agent_config = write_file(os.path.join(shared_dir, "agent.conf"),
+                          f"[rabbitmq]\nhost = 127.0.0.1\nuuid = 3a468145-1afc-40d3-baf5-3ba4c0fc3561\n")
+    config = os.path.join(shared_dir, "cloudmanagers.conf")
+    if config_text is not None:
+        write_file(config, config_text)
+    code, output = finish(agent_command("--agent-config", agent_config, "--config", config))
+    assert code == 2 and expected in output and config in output
+
+
+def test_uuid_must_be_a_uuid(shared_dir):
+    config = write_file(os.path.join(shared_dir, "cloudmanagers.conf"), CM_SECTION)
+    code, output = finish(agent_command("--url", "amqp://127.0.0.1/", "--config", config, "--uuid", "not a uuid"))
+    assert code == 2 and "--uuid 'not a uuid' is not a uuid" in output
+
+
+def test_a_fatal_error_under_systemd_is_an_error_entry(shared_dir, tmp_path):
+    """journald reads the ``<3>`` prefix as the priority, so ``journalctl -p err`` shows why it stopped."""
+    config = os.path.join(shared_dir, "absent.conf")
+    with open(tmp_path / "stderr", "w+", encoding="utf-8") as journal:
+        st = os.fstat(journal.fileno())
+        command = [sys.executable, "-m", "cloudmanagers_plugin.cli", "agent", "--url", "amqp://127.0.0.1/",
+                   "--uuid", "3a468145-1afc-40d3-baf5-3ba4c0fc3561", "--config", config]
+        env = {**os.environ, "PYTHONPATH": ROOT, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
+        code = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=journal, env=env, timeout=60).returncode
+        journal.seek(0)
+        lines = journal.read().splitlines()
+    assert code == 2
+    assert lines[-1].startswith(f"<3>error: {config}: cannot read the cloud managers file"), lines
