@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 import uuid as uuidlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import pika
 
@@ -63,6 +63,14 @@ class LatencyDriver(CloudDriver):
     def list_images(self) -> List[Dict]:
         return []
 
+    list_flavors = list_keys = list_networks = list_security_groups = list_images
+
+    def list_zones(self) -> List[str]:
+        return []
+
+    def limits(self) -> Dict[str, Dict[str, Optional[int]]]:
+        return {}
+
     def create_server(self, name, flavor, image_id, key_name, user_data) -> Server:
         return Server(id=f"id-{name}", name=name, status="BUILD")
 
@@ -77,6 +85,27 @@ class LatencyDriver(CloudDriver):
 
     def console(self, server: Server) -> Console:
         return Console(reason="no console in the bench")
+
+    def console_log(self, server_id: str, lines: int) -> str:
+        return ""
+
+    def set_metadata(self, server_id: str, metadata: Mapping[str, str]) -> None:
+        """Every day-2 action succeeds at once."""
+
+    def delete_metadata(self, server_id: str, keys: List[str]) -> None:
+        """Every day-2 action succeeds at once."""
+
+    def set_tags(self, server_id: str, tags: List[str]) -> None:
+        """Every day-2 action succeeds at once."""
+
+    def rename(self, server_id: str, name: str) -> None:
+        """Every day-2 action succeeds at once."""
+
+    def snapshot(self, server_id: str, image_name: str) -> str:
+        return f"image-of-{server_id}"
+
+    def image_status(self, image_id: str) -> str:
+        return "active"
 
 
 def serve_agent(agent_uuid: str, workers: int, latency: float) -> int:
@@ -186,7 +215,10 @@ class Client:
             self.connection.process_data_events(time_limit=0.01)
 
     def run(self, queue: str, bodies: List[bytes], window: int) -> float:
-        """Send ``bodies`` keeping at most ``window`` unanswered; return the elapsed seconds."""
+        """Send ``bodies`` keeping at most ``window`` unanswered; return the elapsed seconds.
+
+        SystemExit if any reply is an error: a bench that times error replies measures nothing.
+        """
         started = time.perf_counter()
         pending: List[str] = []
         for body in bodies:
@@ -195,7 +227,11 @@ class Client:
                 self.wait(pending[:1])
                 pending = [cid for cid in pending if cid not in self.answered]
         self.wait(pending)
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        failed = [body for body in self.answered.values() if b'"error"' in body]
+        if failed:
+            raise SystemExit(f"{len(failed)} error replies, e.g. {failed[0][:300]!r}")
+        return elapsed
 
     def close(self) -> None:
         self.connection.close()
