@@ -13,6 +13,7 @@ such agent queue, no such exchange), 4 broker unreachable.
 """
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -242,6 +243,8 @@ def run_call(args: argparse.Namespace) -> int:
     try:
         correlation_id, sent = client.send(message, exchange, routing_key, timeout)
         replies = client.replies(correlation_id, timeout)
+        if args.target:  # one agent answers once: stop at its reply instead of waiting out the window
+            replies = itertools.islice(replies, 1)
         if ping:
             return _print_ping(replies, sent, timeout, args.json)
         if args.target:

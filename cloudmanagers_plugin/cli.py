@@ -10,15 +10,17 @@ import json
 import logging
 import re
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from . import call, credentials, logsetup
-from .agent import service, settings
+from .agent import command as agent_command, settings
 from .config import DEFAULT_PATHS, ENV_VAR, CloudManagerConfig
-from .controller import CloudmanagersController
 from .errors import EXIT_CONFIG, CloudManagerError, ConfigError
 from .render import table
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .controller import CloudmanagersController
 
 EXIT_CLOUD = 1
 COLUMNS = ("section", "type", "keystone", "project", "result")
@@ -26,6 +28,8 @@ COLUMNS = ("section", "type", "keystone", "project", "result")
 
 def check_config(args: argparse.Namespace) -> int:
     """Validate every section, authenticate it and reach its compute API; one row per section."""
+    from .controller import CloudmanagersController  # here, so that `call` starts without it
+
     controller = CloudmanagersController(config_path=args.config)
     try:
         sections = controller.config.all()
@@ -68,7 +72,7 @@ def _file_row(warning: str) -> Dict[str, str]:
 
 
 def _section_row(
-    controller: CloudmanagersController, name: str, section: Any, warnings: List[str]
+    controller: "CloudmanagersController", name: str, section: Any, warnings: List[str]
 ) -> Dict[str, str]:
     if isinstance(section, CloudManagerError):
         return {"section": name, "type": "-", "keystone": "-", "project": "-", "result": "INVALID",
@@ -80,7 +84,7 @@ def _section_row(
             "project": section.project_label, "result": result, "message": message}
 
 
-def _live_check(controller: CloudmanagersController, section: CloudManagerConfig) -> Tuple[str, str]:
+def _live_check(controller: "CloudmanagersController", section: CloudManagerConfig) -> Tuple[str, str]:
     """Authenticate, then one GET of the compute API, whose maximum microversion must cover ours."""
     try:
         driver = controller.driver(section.name)
@@ -126,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="warnings (unknown keys, a file readable by others) fail the check too (exit 2)")
     check.set_defaults(func=check_config)
     broker = settings.command_line_options(verbosity)
-    service.register(commands, broker)
+    agent_command.register(commands, broker)
     call.register(commands, broker)
     credentials.register(commands, verbosity)
     return parser

@@ -25,7 +25,6 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .conffile import replace_atomically, set_keys
 from .config import CloudManagerConfig, ConfigFile
-from .drivers import driver_class
 from .errors import CloudManagerError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -201,6 +200,8 @@ def _verify(path: str, name: str) -> None:
         section = ConfigFile(path).get(name)
         if not section.uses_application_credential:
             raise CredentialError(f"{path}: section [{name}] does not read back as an application credential")
+        from .drivers import driver_class  # here, so that the other commands start without the drivers
+
         driver_class(section.cm_type, section.where("cm_type"))(section).authenticate()
     except CloudManagerError as exc:
         raise CredentialError(f"the new credential does not work, the file was put back: {exc}") from None

@@ -1,9 +1,5 @@
-"""One agent run: the ``cloudmanagers agent`` command, the parts wired together, the IOLoop, a
-graceful stop on SIGTERM/SIGINT, and systemd's readiness protocol.
-
-The command checks what it can before connecting (settings, uuid, the cloud managers file): an
-agent that cannot serve any cloud manager must not start. Exit 2 is a configuration error, which
-the systemd unit does not restart.
+"""One agent run: the parts wired together, the IOLoop, a graceful stop on SIGTERM/SIGINT, and
+systemd's readiness protocol (the ``cloudmanagers agent`` command is agent/command.py).
 
 systemd (``Type=notify``) passes a datagram socket in ``NOTIFY_SOCKET`` (a path, or ``@name``
 for the abstract namespace); ``READY=1`` sent there tells it the service is up, so units ordered
@@ -11,7 +7,6 @@ after the agent and ``systemctl start`` wait until the agent really consumes. Ou
 it does nothing; no dependency is needed for one datagram.
 """
 
-import argparse
 import logging
 import os
 import signal
@@ -20,15 +15,11 @@ from typing import Any
 
 from pika.adapters.select_connection import IOLoop
 
-from ..controller import CloudmanagersController
-from ..errors import EXIT_CONFIG, CloudManagerError
-from ..logsafety import limit_library_logging
-from ..logsetup import report_error
 from ..version import __version__
 from .admission import Gate, HostFilter, Permissions, legacy_zone
 from .broker import connection_parameters, login_user_id
 from .execution import AnswerCache, Dispatcher, OrderedPool, cached_weight
-from .settings import AgentSettings, from_command_line, resolve_uuid, safe_summary
+from .settings import AgentSettings, safe_summary
 from .transport import Backoff, Consumer, Topology
 
 LOG = logging.getLogger("cloudmanagers_plugin.agent")
@@ -97,62 +88,6 @@ class AgentService:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-
-
-# -- the command -------------------------------------------------------------------------------
-
-
-def register(subparsers: Any, broker: argparse.ArgumentParser) -> None:
-    """Add ``agent`` to the ``cloudmanagers`` command (``broker``: the options that choose the broker)."""
-    agent = subparsers.add_parser(
-        "agent", parents=[broker], help="run the AMQP agent (consume requests, answer them)",
-        description="Consume synapse requests from the queue named after the agent uuid and answer "
-                    "them; SIGTERM or SIGINT finishes the requests in flight, then exits 0. Exit 2: a "
-                    "configuration error (unreadable file, no cloud manager, broker login, vhost, exchange "
-                    "or queue refused at start); 1: the broker stayed unreachable.",
-    )
-    agent.add_argument("--config", metavar="PATH", help="cloud managers file passed to the controller")
-    agent.add_argument("--uuid", metavar="UUID", help="agent uuid (= queue name); overrides the file")
-    agent.set_defaults(func=run_agent)
-
-
-def run_agent(args: argparse.Namespace) -> int:
-    """``cloudmanagers agent``: serve until SIGTERM/SIGINT."""
-    try:
-        settings = from_command_line(args)
-        origin = "--uuid" if args.uuid else "[rabbitmq] uuid"
-        settings.uuid = resolve_uuid(args.uuid or settings.uuid, settings.uuid_file, origin)
-        level = logging.getLevelName(settings.log_level.upper())
-        logging.getLogger().setLevel(min(logging.getLogger().level, level))
-        # pika logs every failed attempt at ERROR in several lines; the agent says it in one.
-        logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
-        root = logging.getLogger()
-        limit_library_logging(root.level, logging.getLevelName(settings.library_log_level.upper()), root.handlers)
-        controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid)
-    except CloudManagerError as err:
-        report_error(str(err))
-        return EXIT_CONFIG
-    try:
-        _log_cloud_managers(controller)
-        return AgentService(settings, controller).run_until_signalled()
-    except CloudManagerError as err:
-        report_error(str(err))
-        return EXIT_CONFIG
-    finally:
-        controller.close()
-
-
-def _log_cloud_managers(controller: CloudmanagersController) -> None:
-    """Read the cloud managers file now: an agent that cannot serve any must not start."""
-    sections = controller.config.all()
-    if not sections:
-        raise CloudManagerError(f"{controller.config.path}: no cloud manager section; nothing to serve")
-    for name, section in sections.items():
-        if isinstance(section, CloudManagerError):
-            LOG.warning("cloud manager '%s' is invalid and answers errors until fixed: %s", name, section)
-        else:
-            LOG.info("cloud manager '%s': %s, keystone %s, project %s, compute API %s", name, section.cm_type,
-                     section.auth_url, section.project_label, section.compute_api_version)
 
 
 # -- systemd ------------------------------------------------------------------------------------

@@ -47,6 +47,30 @@ def test_ping_lists_every_agent_that_answers(start_agent, exchange, capsys, tmp_
 
 
 @pytest.mark.rabbitmq
+@pytest.mark.parametrize("action", ["ping", "read"])
+def test_a_targeted_call_stops_at_the_first_reply(start_agent, capsys, tmp_path, monkeypatch, action):
+    """One agent answers once: asking the broker for more would only wait out the window."""
+    from cloudmanagers_plugin.call import RpcClient
+    from cloudmanagers_plugin.controller import CloudmanagersController
+
+    asked_again = []
+    every_reply = RpcClient.replies
+
+    def replies(self, correlation_id, timeout):
+        for reply in every_reply(self, correlation_id, timeout):
+            yield reply
+            asked_again.append(reply)  # runs only when the caller wants a second reply
+
+    monkeypatch.setattr(RpcClient, "replies", replies)
+    agent = start_agent(CloudmanagersController(config_path=str(tmp_path / "none"), agent_uuid="a-1"))
+    code = main(["call", action, "--target", agent.settings.uuid, "--timeout", "1"])
+    out = capsys.readouterr()
+    assert asked_again == []
+    assert code == (0 if action == "ping" else 1)  # read: "none" is no cloud managers file, an error reply
+    assert "a-1" in (out.out if action == "ping" else out.err)
+
+
+@pytest.mark.rabbitmq
 def test_no_agent_and_no_reply_exit_3(broker, capsys):
     assert main(["call", "read", "--target", unique("nobody"), "--timeout", "1"]) == 3
     assert "no agent queue named" in capsys.readouterr().err
