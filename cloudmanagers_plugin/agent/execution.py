@@ -4,9 +4,11 @@ Only bounded bookkeeping runs on pika's I/O thread: the size check, the digest o
 the size limit, the answer cache and the table of running requests (which therefore need no
 lock). Decoding and judging a body is work its sender controls, so admissions run on the
 worker pool, one at a time and in arrival order; each admitted request is queued from that one
-lane to its VM's queue, so requests about one VM still run in the order they arrived, while
-requests about different VMs run in parallel. The answer goes back to the I/O thread, where the
-consumer replies and acks (``Consumer.reply_and_ack``).
+lane to its VM's queue, so changes of one VM (create, update, delete) still run in the order
+they arrived, and a read waits for the changes sent before it; reads between two changes run
+side by side, as do requests about different VMs, and identical reads running at once share
+one run (``SingleFlight``). The answer goes back to the I/O thread, where the consumer replies
+and acks (``Consumer.reply_and_ack``).
 
 Duplicates: RabbitMQ redelivers every unacked request after a connection loss, including
 requests whose reply was already published (the ack was lost with the connection). Re-running a
@@ -16,6 +18,7 @@ receives the same answer when it ends.
 """
 
 import hashlib
+import json
 import logging
 import threading
 from collections import OrderedDict, deque
@@ -36,6 +39,7 @@ LOG = logging.getLogger(__name__)
 Job = Callable[[], None]
 ENTRY_OVERHEAD = 1024  # bytes counted per cached answer besides its body: key, summary, bookkeeping
 ADMISSION = ("admission",)  # the ordered pool key every admission shares: one at a time, in order
+READS = frozenset({"read", "ping"})  # actions that change nothing: they run side by side on one VM
 
 
 # -- the answer cache --------------------------------------------------------------------------
@@ -104,41 +108,72 @@ def cached_weight(entry: object) -> int:
 # -- the ordered pool --------------------------------------------------------------------------
 
 
+class _Lane:
+    """One key's jobs: how many of the current group run, whether they share, and what waits."""
+
+    __slots__ = ("running", "shared", "waiting")
+
+    def __init__(self, shared: bool) -> None:
+        self.running = 1
+        self.shared = shared
+        self.waiting: Deque[Tuple[bool, Job]] = deque()
+
+
 class OrderedPool:
-    """Runs jobs on ``workers`` threads; jobs with the same non-None key run one after another.
+    """Runs jobs on ``workers`` threads; jobs with the same non-None key keep their order.
 
     Two requests about the same VM (a ``create`` then a ``delete``) must run in the order they
-    arrived, or the delete could look before the VM exists: each key has a queue, and one
-    thread at a time works through a key's queue.
+    arrived, or the delete could look before the VM exists. Reads change nothing, so reads
+    that arrive one after another (``shared`` jobs) run side by side; a job that is not shared
+    waits for every earlier job of its key and holds back every later one, so a read that
+    follows a change sees it, and a change never overtakes a read sent before it.
     """
 
     def __init__(self, workers: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-worker")
         self._lock = threading.Lock()
-        self._queues: Dict[Hashable, Deque[Job]] = {}
+        self._lanes: Dict[Hashable, _Lane] = {}
 
-    def submit(self, key: Optional[Hashable], job: Job) -> None:
-        """Queue ``job``; it starts after every earlier job with the same key has finished."""
+    def submit(self, key: Optional[Hashable], job: Job, shared: bool = False) -> None:
+        """Queue ``job``; it starts after every earlier job with the same key has finished,
+        except that a ``shared`` job starts beside the shared jobs just before it."""
         if key is None:
             self._executor.submit(self._run, job)
             return
         with self._lock:
-            queue = self._queues.get(key)
-            if queue is not None:
-                queue.append(job)
+            lane = self._lanes.get(key)
+            if lane is None:
+                self._lanes[key] = _Lane(shared)
+            elif shared and lane.shared and not lane.waiting:
+                lane.running += 1
+            else:
+                lane.waiting.append((shared, job))
                 return
-            self._queues[key] = deque()
-        self._executor.submit(self._drain, key, job)
+        self._executor.submit(self._run_in_lane, key, job)
 
-    def _drain(self, key: Hashable, job: Job) -> None:
-        while True:
+    def _run_in_lane(self, key: Hashable, job: Optional[Job]) -> None:
+        while job is not None:  # a key's next job runs in this thread: no hand-over per job
             self._run(job)
-            with self._lock:
-                queue = self._queues[key]
-                if not queue:
-                    del self._queues[key]
-                    return
-                job = queue.popleft()
+            job = self._next(key)
+
+    def _next(self, key: Hashable) -> Optional[Job]:
+        """After one of ``key``'s jobs: the job this thread runs next, once its whole group ended."""
+        with self._lock:
+            lane = self._lanes[key]
+            lane.running -= 1
+            if lane.running:
+                return None
+            if not lane.waiting:
+                del self._lanes[key]
+                return None
+            lane.shared, job = lane.waiting.popleft()
+            group = [job]
+            while lane.shared and lane.waiting and lane.waiting[0][0]:
+                group.append(lane.waiting.popleft()[1])
+            lane.running = len(group)
+        for other in group[1:]:
+            self._executor.submit(self._run_in_lane, key, other)
+        return job
 
     @staticmethod
     def _run(job: Job) -> None:
@@ -180,6 +215,49 @@ class Handback:
             self._queue.popleft()()
 
 
+# -- identical reads ---------------------------------------------------------------------------
+
+
+Deliver = Callable[[Answer], None]
+
+
+class SingleFlight:
+    """Identical reads running at the same time share one run, and so one OpenStack request.
+
+    Any thread. The first caller for a key does the work and gives its answer to every caller
+    that asked for the same key meanwhile; those return at once, freeing their workers. Only
+    reads that run side by side can meet here: a change of their VM waits for the reads before
+    it, and the reads after it start once it has ended, so a shared answer is never older than
+    the request that receives it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flights: Dict[Hashable, List[Deliver]] = {}
+
+    def run(self, key: Hashable, work: Callable[[], Answer], deliver: Deliver) -> None:
+        """``deliver(work())``, unless the same work is running: then ``deliver`` its answer."""
+        with self._lock:
+            waiting = self._flights.get(key)
+            if waiting is not None:
+                waiting.append(deliver)
+                return
+            self._flights[key] = [deliver]
+        try:
+            answer = work()
+        finally:
+            with self._lock:
+                waiting = self._flights.pop(key)
+        for each in waiting:
+            each(answer)
+
+
+def read_key(request: Envelope) -> Hashable:
+    """What makes two reads the same read: their cloud manager and attributes (the controller
+    reads nothing else of a request)."""
+    return (request.collection, request.cm_id, json.dumps(request.attributes, sort_keys=True))
+
+
 # -- the dispatcher ----------------------------------------------------------------------------
 
 
@@ -204,6 +282,7 @@ class Dispatcher:
         self._max_bytes = max_message_bytes
         self._consumer = consumer
         self._running: Dict[Hashable, List["Delivery"]] = {}
+        self._reads = SingleFlight()
 
     @property
     def busy(self) -> bool:
@@ -242,14 +321,21 @@ class Dispatcher:
             return
         order = (request.cm_id, request.vm_name) if request.vm_name else None
         correlation_id = properties.correlation_id
-        self._pool.submit(order, lambda: self._execute(running_key, key, summary, request, correlation_id))
+        self._pool.submit(order, lambda: self._execute(running_key, key, summary, request, correlation_id),
+                          shared=request.action in READS)
 
     def _execute(self, running_key: Hashable, key: Optional[Hashable], summary: Summary, request: Envelope,
                  correlation_id: Optional[str]) -> None:
-        """Worker: run the controller, then hand the answer back to the I/O thread."""
+        """Worker: run the controller (a read joins an identical one running), then hand the
+        answer back to the I/O thread."""
+        def deliver(answer: Answer) -> None:
+            self._handback.post(lambda: self._done(running_key, key, summary, answer))
+
         with running_request(correlation_id):
-            answer = self._process(request)
-        self._handback.post(lambda: self._done(running_key, key, summary, answer))
+            if request.action == "read":
+                self._reads.run(read_key(request), lambda: self._process(request), deliver)
+            else:
+                deliver(self._process(request))
 
     def _process(self, request: Envelope) -> Answer:
         try:

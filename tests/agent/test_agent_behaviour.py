@@ -71,6 +71,27 @@ def test_duplicates_run_once_and_get_the_same_reply(start_agent, requester):
     assert "error" not in requester.replies(2)[different]  # corr-dup and corr-dup2
 
 
+def test_reads_of_one_vm_run_side_by_side_between_its_changes(start_agent, requester):
+    agent = start_agent(workers=8)
+    uuid = agent.settings.uuid
+    stream = [request("create", name="vm-a", n="create", sleep=0.2),
+              request("read", name="vm-a", n="read1", hold="reads"),
+              request("read", name="vm-a", n="read2", hold="reads"),
+              request("update", name="vm-a", n="update"),
+              request("read", name="vm-a", n="read3")]
+    for body in stream:
+        requester.send(body, uuid)
+    deadline = time.monotonic() + 30
+    while agent.controller.running < 2 and time.monotonic() < deadline:  # both reads held at once
+        time.sleep(0.01)
+    both_ran = agent.controller.running == 2
+    agent.controller.release("reads")
+    assert len(requester.collect(5)) == 5
+    order = agent.controller.order["vm-a"]
+    assert both_ran
+    assert order[0] == "create" and sorted(order[1:3]) == ["read1", "read2"] and order[3:] == ["update", "read3"]
+
+
 def test_same_vm_in_order_other_vms_in_parallel(start_agent, requester):
     agent = start_agent(workers=8)
     uuid = agent.settings.uuid

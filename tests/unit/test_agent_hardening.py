@@ -200,7 +200,7 @@ class InlinePool:
     def __init__(self):
         self.keys = []
 
-    def submit(self, key, job):
+    def submit(self, key, job, shared=False):
         self.keys.append(key)
         job()
 

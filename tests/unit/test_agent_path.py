@@ -171,7 +171,7 @@ class HeldPool:
     def __init__(self):
         self.jobs = []
 
-    def submit(self, key, job):
+    def submit(self, key, job, shared=False):
         self.jobs.append(job)
 
     def run_all(self):
