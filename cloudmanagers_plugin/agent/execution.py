@@ -132,29 +132,55 @@ class OrderedPool:
     def __init__(self, workers: int) -> None:
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="agent-worker")
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._unfinished = 0  # jobs submitted and not yet finished, queued ones included
         self._lanes: Dict[Hashable, _Lane] = {}
+        self._worker = threading.local()  # .started: jobs a running job submitted, not yet started
 
     def submit(self, key: Optional[Hashable], job: Job, shared: bool = False) -> None:
         """Queue ``job``; it starts after every earlier job with the same key has finished,
         except that a ``shared`` job starts beside the shared jobs just before it."""
-        if key is None:
-            self._executor.submit(self._run, job)
-            return
         with self._lock:
-            lane = self._lanes.get(key)
-            if lane is None:
-                self._lanes[key] = _Lane(shared)
-            elif shared and lane.shared and not lane.waiting:
-                lane.running += 1
-            else:
-                lane.waiting.append((shared, job))
-                return
-        self._executor.submit(self._run_in_lane, key, job)
+            self._unfinished += 1
+            if key is not None:
+                lane = self._lanes.get(key)
+                if lane is None:
+                    self._lanes[key] = _Lane(shared)
+                elif shared and lane.shared and not lane.waiting:
+                    lane.running += 1
+                else:
+                    lane.waiting.append((shared, job))
+                    return
+        self._start(key, job)
 
-    def _run_in_lane(self, key: Hashable, job: Optional[Job]) -> None:
-        while job is not None:  # a key's next job runs in this thread: no hand-over per job
+    def _start(self, key: Optional[Hashable], job: Job) -> None:
+        started = getattr(self._worker, "started", None)
+        if started is not None:  # submitted by a job: its thread may run it next (see _run_in_lane)
+            started.append((key, job))
+        else:
+            self._executor.submit(self._run_in_lane, key, job)
+
+    def _run_in_lane(self, key: Optional[Hashable], job: Optional[Job]) -> None:
+        """Run ``job``, then the next job of its key, in this thread: no hand-over per job.
+
+        A job that submits another (an admission queues its request) leaves it to this thread
+        when its own key has nothing more to run: a request then goes from admission to
+        execution without waking a second thread. When the key has more, the submitted jobs
+        go to the executor, so no admission waits behind an execution.
+        """
+        while job is not None:
+            self._worker.started = []
             self._run(job)
-            job = self._next(key)
+            started, self._worker.started = self._worker.started, None
+            with self._lock:
+                self._unfinished -= 1
+                if not self._unfinished:
+                    self._idle.notify_all()
+            job = self._next(key) if key is not None else None
+            if job is None and started:
+                key, job = started.pop(0)
+            for other_key, other in started:
+                self._executor.submit(self._run_in_lane, other_key, other)
 
     def _next(self, key: Hashable) -> Optional[Job]:
         """After one of ``key``'s jobs: the job this thread runs next, once its whole group ended."""
@@ -183,7 +209,9 @@ class OrderedPool:
             LOG.exception("agent job failed")
 
     def shutdown(self) -> None:
-        """Wait for every queued job, then release the threads."""
+        """Wait for every queued job (and those they submit), then release the threads."""
+        with self._idle:
+            self._idle.wait_for(lambda: not self._unfinished)
         self._executor.shutdown(wait=True)
 
 

@@ -23,6 +23,9 @@ from .settings import AgentSettings, safe_summary
 from .transport import Backoff, Consumer, Topology
 
 LOG = logging.getLogger("cloudmanagers_plugin.agent")
+# Requests the broker may hand over before the first is acked, per worker: with one, a worker
+# that finishes waits a broker round trip (ack out, next request in) before it has work again.
+PREFETCH_PER_WORKER = 2
 
 
 class AgentService:
@@ -46,7 +49,7 @@ class AgentService:
             queue=agent_uuid,
             exchange=settings.exchange,
             declare=settings.declare,
-            prefetch=settings.workers,
+            prefetch=PREFETCH_PER_WORKER * settings.workers,
             publish_exchange=settings.publish_exchange,
             publish_routing_key=settings.publish_routing_key,
             user_id=login_user_id(settings.broker),

@@ -4,7 +4,8 @@ The consumer follows pika's asynchronous consumer example: one small callback pe
 explicit acks, clean stop, and reconnection with back-off. One IOLoop lives for the whole run
 and every connection is built on it, so worker threads can always hand results back with
 ``add_callback_threadsafe``, even across reconnections. A request is acked only once its reply
-is confirmed (``publisher.py``), in one step, ``Consumer.reply_and_ack``.
+is confirmed (``publisher.py``), in one step, ``Consumer.reply_and_ack``; the acks due in one
+loop turn go out together (``Acks``).
 
 Until the first consume-ok, a refusal that waiting cannot fix (login, vhost, a missing exchange
 or queue, a permission the user lacks) is a configuration error: the agent exits 2, which the
@@ -144,6 +145,61 @@ def _logfmt(**fields: Any) -> str:
     return " ".join(f"{key}={_logfmt_value(raw)}" for key, raw in fields.items())
 
 
+# -- acks ------------------------------------------------------------------------------------------
+
+
+class Acks:
+    """The acks of the consume channel, sent once per IOLoop turn (I/O thread only).
+
+    Each ``basic_ack`` is a socket write of its own, on the one thread that also reads every
+    request; under load several requests end in one loop turn, and one ``basic_ack(tag,
+    multiple=True)`` settles every delivery up to ``tag``. It may only cover deliveries that are
+    all answered, so the answered run at the front (the oldest) goes as one multiple ack and any
+    other answered delivery on its own: a long ``create --wait`` at the front must not hold back
+    the acks behind it, which would fill the prefetch window.
+    """
+
+    def __init__(self, schedule: Callable[[Callable[[], None]], Any]) -> None:
+        self._schedule = schedule
+        self._channel: Any = None
+        self._outstanding: Dict[int, bool] = {}  # delivery tag -> answered, in delivery order
+        self._scheduled = False
+
+    def use(self, channel: Any) -> None:
+        """A new consume channel: the tags of the old one mean nothing on it."""
+        self._channel = channel
+        self._outstanding = {}
+
+    def delivered(self, tag: int) -> None:
+        self._outstanding[tag] = False
+
+    def answered(self, tag: int) -> None:
+        """Ack ``tag`` before the next loop turn."""
+        self._outstanding[tag] = True
+        if not self._scheduled:
+            self._scheduled = True
+            self._schedule(self.flush)
+
+    def flush(self) -> None:
+        """Send every ack due now (also called before closing, so that none is lost)."""
+        self._scheduled = False
+        channel = self._channel
+        if channel is None or not channel.is_open:
+            return
+        answered = [tag for tag, done in self._outstanding.items() if done]
+        front = 0
+        for done in self._outstanding.values():
+            if not done:
+                break
+            front += 1
+        if front:
+            channel.basic_ack(answered[front - 1], multiple=front > 1)
+        for tag in answered[front:]:
+            channel.basic_ack(tag)
+        for tag in answered:
+            del self._outstanding[tag]
+
+
 # -- the consumer ----------------------------------------------------------------------------------
 
 
@@ -225,6 +281,7 @@ class Consumer:
         self._url = broker.describe()
         self._on_consuming = on_consuming
         self._publisher = ReplyPublisher(self._on_reply_settled)
+        self._acks = Acks(lambda flush: ioloop.call_later(0, flush))
         self._reply_policy = ReplyPolicy(
             topology.publish_exchange, topology.reply_exchanges, topology.exchange, topology.queue
         )
@@ -300,6 +357,7 @@ class Consumer:
 
     def _on_channel_open(self, channel: Any) -> None:
         self._channel = channel
+        self._acks.use(channel)
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_cancel_callback(self._on_cancelled_by_broker)
         if self._topology.declare:
@@ -361,6 +419,7 @@ class Consumer:
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         delivery = Delivery(channel, method.delivery_tag, properties, body)
+        self._acks.delivered(delivery.tag)
         address = self._address(properties)
         refusal = address and self._reply_policy.refusal(address)
         if refusal:  # not run: its answer could only go where the requester may not send it
@@ -397,7 +456,7 @@ class Consumer:
         if not self._is_current(delivery):
             self._log(delivery, answer, outcome, f"not acked ({failure}): the broker redelivers it")
         else:
-            delivery.channel.basic_ack(delivery.tag)
+            self._acks.answered(delivery.tag)
             self._log(delivery, answer, outcome, failure or how)
         self._maybe_close()
 
@@ -410,7 +469,10 @@ class Consumer:
 
     @staticmethod
     def _log(delivery: Delivery, answer: Answer, outcome: str, how: str) -> None:
-        """One logfmt line per request, at the answer's level (failures are WARNING or ERROR)."""
+        """One logfmt line per request, at the answer's level (failures are WARNING or ERROR);
+        not even formatted when that level is not logged."""
+        if not LOG.isEnabledFor(answer.level):
+            return
         summary = delivery.summary
         LOG.log(answer.level, "%s", _logfmt(
             action=summary.action, cm=summary.cm, vm=summary.vm, user=summary.user,
@@ -439,6 +501,7 @@ class Consumer:
         if not self._stopping or self._busy or self._publisher.pending:
             return
         if self._connection is not None and self._connection.is_open:
+            self._acks.flush()
             self._connection.close()
         elif self._connection is None or self._connection.is_closed:
             self._finish_stop()

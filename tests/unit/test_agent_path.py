@@ -12,7 +12,9 @@ from cloudmanagers_plugin.agent.admission import Gate, HostFilter
 from cloudmanagers_plugin.agent.execution import AnswerCache, Dispatcher, cached_weight
 from cloudmanagers_plugin.agent.publisher import ReplyPublisher
 from cloudmanagers_plugin.agent.settings import BrokerSettings
-from cloudmanagers_plugin.agent.transport import Backoff, Consumer, Delivery, ReplyAddress, Topology, reply_address
+from cloudmanagers_plugin.agent.transport import (
+    Acks, Backoff, Consumer, Delivery, ReplyAddress, Topology, reply_address,
+)
 from tests.support.agent import FakeController
 
 # -- the publisher ------------------------------------------------------------------------------
@@ -215,3 +217,63 @@ def test_reply_addressing_follows_the_legacy_rules():
     assert address(headers={"reply_exchange": 5}) == ReplyAddress("inbox", "rk")  # not a name: absent
     assert address(headers={"reply_exchange": "x" * 256}) == ReplyAddress("inbox", "rk")  # too long for AMQP
     assert reply_address(BasicProperties(headers={"reply_exchange": ""}), "", "") is None  # nowhere to go
+
+
+# -- acks ---------------------------------------------------------------------------------------
+
+
+class AckChannel:
+    is_open = True
+
+    def __init__(self):
+        self.acks = []
+
+    def basic_ack(self, tag, multiple=False):
+        self.acks.append((tag, multiple))
+
+
+def acks_on(channel, *tags):
+    flushes = []
+    acks = Acks(flushes.append)
+    acks.use(channel)
+    for tag in tags:
+        acks.delivered(tag)
+    return acks, flushes
+
+
+def test_the_answered_front_goes_as_one_multiple_ack_once_per_loop_turn():
+    channel = AckChannel()
+    acks, flushes = acks_on(channel, 1, 2, 3, 4)
+    for tag in (2, 1, 3):
+        acks.answered(tag)
+    assert len(flushes) == 1 and channel.acks == []  # nothing sent before the loop turn
+    flushes[0]()
+    assert channel.acks == [(3, True)]
+    acks.answered(4)
+    flushes[1]()
+    assert channel.acks == [(3, True), (4, False)]
+
+
+def test_a_long_request_at_the_front_holds_back_no_other_ack():
+    channel = AckChannel()
+    acks, flushes = acks_on(channel, 1, 2, 3)
+    acks.answered(3)
+    acks.answered(2)
+    flushes[0]()
+    assert channel.acks == [(2, False), (3, False)]  # never multiple: 1 is still running
+    acks.answered(1)
+    flushes[1]()
+    assert channel.acks[-1] == (1, False)
+
+
+def test_acks_for_a_closed_channel_are_not_sent_and_a_new_channel_starts_afresh():
+    old, new = AckChannel(), AckChannel()
+    acks, flushes = acks_on(old, 1)
+    acks.answered(1)
+    old.is_open = False
+    flushes[0]()
+    acks.use(new)
+    acks.delivered(1)
+    acks.answered(1)
+    flushes[1]()
+    assert old.acks == [] and new.acks == [(1, False)]

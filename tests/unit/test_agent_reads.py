@@ -114,3 +114,27 @@ def test_identical_reads_in_flight_make_one_openstack_request(controller, cloud)
     pool.shutdown()
     assert joined and cloud.count("nova") - before == 1
     assert replies.bodies[0] == replies.bodies[1] and b'"web"' in replies.bodies[0]
+
+
+def test_a_job_submitted_by_a_job_runs_next_in_its_thread_unless_its_key_has_more():
+    pool = OrderedPool(4)
+    threads = {}
+    more_admissions = threading.Event()
+
+    def admission(name, then_key):
+        def run():
+            threads[name] = threading.current_thread()
+            pool.submit(then_key, lambda: threads.setdefault(f"{name} execution", threading.current_thread()))
+        return run
+
+    pool.submit(ADMISSION, admission("alone", "vm1"))
+    pool.shutdown()
+    assert threads["alone execution"] is threads["alone"]  # no second thread woken
+
+    pool, threads = OrderedPool(4), {}
+    pool.submit(ADMISSION, lambda: (more_admissions.wait(WAIT), admission("first", "vm2")()))
+    pool.submit(ADMISSION, admission("second", "vm3"))
+    more_admissions.set()
+    pool.shutdown()
+    assert threads["first execution"] is not threads["first"]  # the next admission does not wait for it
+    assert threads["second execution"] is threads["second"]
