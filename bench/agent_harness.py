@@ -4,10 +4,14 @@ Run as a module (from the repository root) it becomes one of the processes under
     python -m bench.agent_harness agent UUID WORKERS LATENCY   the real agent and controller, with an
                                                                in-process driver that sleeps LATENCY s
     python -m bench.agent_harness echo QUEUE                   a bare pika RPC echo server (the baseline)
+    python -m bench.agent_harness cloud UUID WORKERS           the real agent, controller and OpenStack
+                                                               driver against an in-process HTTP fake
+                                                               (zero latency) holding vm-0 ... vm-7
 """
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -127,6 +131,27 @@ def serve_agent(agent_uuid: str, workers: int, latency: float) -> int:
     return AgentService(settings, controller).run_until_signalled()
 
 
+def serve_cloud_agent(agent_uuid: str, workers: int) -> int:
+    """The agent as it runs, with Keystone and Nova answered in-process (requests-mock)."""
+    import requests_mock
+
+    from cloudmanagers_plugin.agent.service import AgentService
+    from cloudmanagers_plugin.agent.settings import AgentSettings
+    from cloudmanagers_plugin.controller import CloudmanagersController
+    from tests.support.controller import LEGACY_SECTION, write_config
+    from tests.support.fakecloud import FakeCloud
+
+    conf = write_config(pathlib.Path(tempfile.mkdtemp(prefix="agent-bench-")) / "cloudmanagers.conf", LEGACY_SECTION)
+    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="")
+    settings.broker.host = "127.0.0.1"
+    with requests_mock.Mocker(real_http=True) as mocker:  # real_http: the broker is not HTTP anyway
+        cloud = FakeCloud(mocker)
+        for n in range(8):
+            cloud.add_server(f"vm-{n}")
+        controller = CloudmanagersController(config_path=conf, agent_uuid=agent_uuid)
+        return AgentService(settings, controller).run_until_signalled()
+
+
 def serve_echo(queue: str) -> int:
     """The baseline: consume, publish the body back to reply_to, ack. Nothing else."""
     connection = pika.BlockingConnection(BROKER)
@@ -240,6 +265,8 @@ class Client:
 def main(argv: List[str]) -> int:
     if argv[:1] == ["agent"] and len(argv) == 4:
         return serve_agent(argv[1], int(argv[2]), float(argv[3]))
+    if argv[:1] == ["cloud"] and len(argv) == 3:
+        return serve_cloud_agent(argv[1], int(argv[2]))
     if argv[:1] == ["echo"] and len(argv) == 2:
         return serve_echo(argv[1])
     print(__doc__, file=sys.stderr)

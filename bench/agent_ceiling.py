@@ -1,0 +1,76 @@
+"""The agent's own ceiling: VM-details reads against a zero-latency OpenStack, vs raw requests.
+
+The agent (8 workers, the real controller and OpenStack driver) answers reads of 8 VMs from an
+HTTP fake answering in-process (requests-mock, no latency), with 16 requests in flight. The
+raw figure: 8 threads sending the same Nova request (``GET /servers/detail?name=...``, the
+one request a VM-details read makes) through one keystoneauth session against the same fake,
+without AMQP, checks or controller. Rounds alternate; the median ratio is the figure.
+Target: the agent >= 0.8x raw.
+"""
+
+import json
+import statistics
+import sys
+import threading
+import time
+import uuid
+
+import requests_mock
+
+from bench.agent_harness import Client, Process
+from tests.support.fakecloud import NOVA, FakeCloud
+
+ROUNDS, REQUESTS, WORKERS, IN_FLIGHT, TARGET = 7, 800, 8, 16, 0.8
+
+
+def details_read(vm: str) -> bytes:
+    """A VM-details read of the section the fake cloud serves."""
+    return json.dumps({"collection": "cloudmanagers", "action": "read", "id": "test_os",
+                       "attributes": {"name": vm}, "filters": {}}).encode()
+
+
+def raw_rate(session, requests: int) -> float:
+    """Reads per second, ``WORKERS`` threads each sending its share of the Nova requests."""
+    def share(count: int, offset: int) -> None:
+        for n in range(count):
+            session.get(f"{NOVA}/servers/detail", params={"name": f"^vm-{(n + offset) % 8}$"})
+
+    threads = [threading.Thread(target=share, args=(requests // WORKERS, t)) for t in range(WORKERS)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return requests / (time.perf_counter() - started)
+
+
+def main() -> int:
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+
+    client = Client()
+    bodies = [details_read(f"vm-{n % 8}") for n in range(REQUESTS)]
+    agent_rates, raw_rates = [], []
+    with requests_mock.Mocker(real_http=True) as mocker, \
+            Process("cloud", f"bench-agent-{uuid.uuid4().hex[:8]}", str(WORKERS)) as agent:
+        cloud = FakeCloud(mocker)
+        for n in range(8):
+            cloud.add_server(f"vm-{n}")
+        auth = v3.Password(auth_url="http://127.0.0.1:5000/v3", username="demo", password=cloud.password,
+                           project_name="demo", user_domain_id="default", project_domain_id="default")
+        session = ks_session.Session(auth=auth)
+        client.run(agent.queue, bodies[:100], IN_FLIGHT)  # warm-up: token, microversion
+        raw_rate(session, 80)
+        for _ in range(ROUNDS):
+            agent_rates.append(REQUESTS / client.run(agent.queue, bodies, IN_FLIGHT))
+            raw_rates.append(raw_rate(session, REQUESTS))
+    client.close()
+    ratio = statistics.median(a / r for a, r in zip(agent_rates, raw_rates))
+    print(f"zero-latency OpenStack, {WORKERS} workers: agent {statistics.median(agent_rates):.0f} reads/s "
+          f"({IN_FLIGHT} in flight), raw threaded Nova requests {statistics.median(raw_rates):.0f}/s; "
+          f"ratio {ratio:.2f}x (target >= {TARGET}x, median of {ROUNDS} rounds): {'OK' if ratio >= TARGET else 'UNDER'}")
+    return 0 if ratio >= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
