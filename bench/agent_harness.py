@@ -49,7 +49,7 @@ class LatencyDriver(CloudDriver):
     def list_server_names(self) -> List[str]:
         return []
 
-    def list_servers(self) -> List[Server]:
+    def list_servers(self, changes_since: Optional[str] = None) -> List[Server]:
         return []
 
     def compute_max_version(self) -> str:
@@ -89,6 +89,8 @@ class LatencyDriver(CloudDriver):
 
     def console(self, server: Server) -> Console:
         return Console(reason="no console in the bench")
+
+    known_console = console
 
     def console_log(self, server_id: str, lines: int) -> str:
         return ""

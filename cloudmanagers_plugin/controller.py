@@ -9,13 +9,14 @@ import base64
 import binascii
 import logging
 import threading
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from . import states
 from .config import CloudManagerConfig, ConfigFile
 from .drivers import driver_class
-from .drivers.base import DELETED, CloudDriver, CreateOptions, Server
+from .drivers.base import DELETED, CloudDriver, Console, CreateOptions, Server
 from .errors import BadRequest, CloudManagerError, Conflict
 from .host import ResourcesController
 from .protocol import parse_envelope
@@ -116,10 +117,9 @@ class CloudmanagersController(ResourcesController):
                 status[key] = getattr(driver, verb)()
             return status
         name = _text(attributes, "name", required=False)
-        if name is None and _flag(attributes, "details"):
-            servers = driver.list_servers()  # the seed keys, plus each VM's id and state
-            return {"cloudmanagers": res_id, "url": config.url, "VMs": [server.name for server in servers],
-                    "servers": [{"id": s.id, "name": s.name, "status": s.status} for s in servers]}
+        changes_since = _iso_time(attributes, "changes_since")
+        if name is None and (changes_since or _flag(attributes, "details")):
+            return self._inventory(res_id, config, driver, changes_since)
         if name is None:
             return {"cloudmanagers": res_id, "url": config.url, "VMs": driver.list_server_names()}
         lines = _count(attributes, "consolelog", MAX_CONSOLE_LINES)
@@ -260,8 +260,23 @@ class CloudmanagersController(ResourcesController):
         """The driver serving a cloud manager id (check-config authenticates through it)."""
         return self._section(res_id)[1]
 
-    def _details(self, res_id: str, config: CloudManagerConfig, driver: CloudDriver, server: Server) -> Status:
-        console = driver.console(server)
+    def _inventory(self, res_id: str, config: CloudManagerConfig, driver: CloudDriver,
+                   changes_since: Optional[str]) -> Status:
+        """Every VM (or every VM changed since ``changes_since``, deleted ones included) in one reply,
+        from one Nova request per page: the seed keys, each VM's id and state (``servers``, the
+        CLI's table) and each VM's details keys (``vm_details``, consoles only as already known)."""
+        servers = driver.list_servers(changes_since)
+        status: Status = {"cloudmanagers": res_id, "url": config.url, "VMs": [server.name for server in servers],
+                          "servers": [{"id": s.id, "name": s.name, "status": s.status} for s in servers],
+                          "vm_details": [self._details(res_id, config, driver, s, driver.known_console(s))
+                                         for s in servers]}
+        if changes_since:
+            status["changes_since"] = changes_since
+        return status
+
+    def _details(self, res_id: str, config: CloudManagerConfig, driver: CloudDriver, server: Server,
+                 console: Optional[Console] = None) -> Status:
+        console = console or driver.console(server)
         details = {
             "cloudmanager": res_id,
             "url": config.url,
@@ -326,6 +341,26 @@ def _flag(attributes: Dict[str, Any], key: str, present_means_true: bool = False
         if present_means_true and attributes[key] is not None:
             return True
         raise BadRequest(f"attribute '{key}' {err}") from None
+
+
+def _iso_time(attributes: Dict[str, Any], key: str) -> Optional[str]:
+    """An ISO 8601 date and time (``2026-11-25T10:00:00Z``), passed on as given; absent is None."""
+    value = attributes.get(key)
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str) or "T" not in value:
+            raise ValueError
+        datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"attribute '{key}' must be an ISO 8601 date and time such as "
+                         f"2026-11-25T10:00:00Z, got {_given(value)}") from None
+    return value.strip()
+
+
+def _given(value: Any) -> str:
+    """A bad value as an error names it: a string quoted (printable, cut), anything else by its JSON type."""
+    return f"'{printable(echo(value))}'" if isinstance(value, str) else json_type(value)
 
 
 def _count(attributes: Dict[str, Any], key: str, most: int) -> Optional[int]:

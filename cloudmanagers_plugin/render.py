@@ -70,6 +70,7 @@ def reply_text(reply: Dict[str, Any], cli: bool = False) -> str:
     status = dict(reply["status"]) if isinstance(reply.get("status"), dict) else {}
     if _is_object_list(status.get("servers")):
         status.pop("VMs", None)  # the same VMs, with their ids and states
+        status.pop("vm_details", None)  # the same VMs again, every key: --json shows them
     rows: List[Tuple[str, str]] = [
         ("agent", _cell(reply.get("uuid"))),
         ("cloudmanager", _cell(reply.get("resource_id"))),

@@ -108,8 +108,12 @@ class CloudDriver(ABC):
         """Names of every VM of the project, all pages."""
 
     @abstractmethod
-    def list_servers(self) -> List[Server]:
-        """Every VM of the project with its id and state, all pages."""
+    def list_servers(self, changes_since: Optional[str] = None) -> List[Server]:
+        """Every VM of the project with all its details, all pages (one request per page).
+
+        ``changes_since`` (ISO 8601): only the VMs changed since then, deleted ones included
+        (status ``DELETED``), so a controller resyncs after an outage with one read.
+        """
 
     @abstractmethod
     def compute_max_version(self) -> str:
@@ -191,6 +195,11 @@ class CloudDriver(ABC):
     @abstractmethod
     def console(self, server: Server) -> Console:
         """The VM's remote console, or a Console whose ``reason`` says why there is none."""
+
+    @abstractmethod
+    def known_console(self, server: Server) -> Console:
+        """The console already known for the VM, with no request: inventory reads list every VM
+        with one request per page, so a console not yet read is a reason, not a call."""
 
     @abstractmethod
     def set_metadata(self, server_id: str, metadata: Mapping[str, str]) -> None:

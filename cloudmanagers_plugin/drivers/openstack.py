@@ -55,6 +55,7 @@ NAME_CACHE_SIZE = 1024
 TAGS_AT_CREATE = (2, 52)  # the Nova microversion that accepts ``tags`` in a create
 CONSOLE_CACHE_SECONDS = 300.0  # below Nova's default console token TTL (600 s)
 CONSOLE_CACHE_SIZE = 1024
+NOT_READ_IN_A_LIST = "not read in an inventory list: read the VM by name for its console"
 
 # Every state action -> the novaclient call that runs it (a ServerManager method, given the VM id).
 NOVA_ACTIONS: Mapping[ServerAction, Callable[[ServerManager, str], Any]] = {
@@ -232,9 +233,10 @@ class OpenStackDriver(CloudDriver):
         """All pages of ``GET /servers`` (names only): one request per page."""
         return [server["name"] for server in self._nova_pages("list VMs", "/servers", "servers")]
 
-    def list_servers(self) -> List[Server]:
-        """All pages of ``GET /servers/detail``: ids, names and states, one request per page."""
-        return [views.server(server) for server in self._nova_pages("list VMs", "/servers/detail", "servers")]
+    def list_servers(self, changes_since: Optional[str] = None) -> List[Server]:
+        """All pages of ``GET /servers/detail`` (Nova's ``changes-since`` adds the deleted VMs)."""
+        query = {"changes-since": changes_since} if changes_since else {}
+        return [views.server(server) for server in self._nova_pages("list VMs", "/servers/detail", "servers", **query)]
 
     def get_server(self, server_id: str) -> Server:
         _, body = self._call(f"read VM {server_id}", lambda: self._nova.client.get(f"/servers/{server_id}"))
@@ -456,12 +458,15 @@ class OpenStackDriver(CloudDriver):
 
     # -- console ------------------------------------------------------------------------
 
-    def console(self, server: Server) -> Console:
+    def known_console(self, server: Server) -> Console:
         if server.status != RUNNING:
             return Console(reason=f"the VM is {server.status}")
-        cached = self._consoles.get(server.id)
-        if cached:
-            return cached
+        return self._consoles.get(server.id) or Console(reason=NOT_READ_IN_A_LIST)
+
+    def console(self, server: Server) -> Console:
+        known = self.known_console(server)
+        if known.url or known.reason != NOT_READ_IN_A_LIST:
+            return known
         try:
             body = self._call(f"get the console of VM {server.name}",
                               lambda: self._nova.servers.get_console_url(server.id, "novnc"))

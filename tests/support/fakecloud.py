@@ -66,6 +66,10 @@ ACTIONS = {
 CONSOLE = [f"boot line {n}" for n in range(1, 21)]
 
 
+def _instant(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def _microversion(request) -> tuple:
     major, minor = request.headers.get("X-OpenStack-Nova-API-Version", "2.1").split(".")
     return int(major), int(minor)
@@ -82,6 +86,8 @@ class FakeCloud:
         self.page_size = page_size
         self.auto_confirm = auto_confirm
         self.servers: Dict[str, dict] = {}
+        self.deleted: Dict[str, dict] = {}  # what changes-since still shows of a deleted VM
+        self.clock = "2026-11-25T12:00:00Z"  # the "updated" time a delete stamps
         self.images = [{"id": IMAGE_ID, "name": "cirros-fake"}]
         self.networks = [dict(n) for n in NETWORKS]
         self.subnets = [dict(s) for s in SUBNETS]
@@ -246,10 +252,17 @@ class FakeCloud:
         return body
 
     def _detail(self, request, context):
+        """A name filter (a regex), or pages of every VM; ``changes-since`` adds the deleted VMs, as Nova does."""
         if not self._authorized(request, context):
             return self._error(context, 401, "auth")
-        pattern = parse_qs(urlparse(request.url).query).get("name", [""])[0]
-        return {"servers": [s for s in self.servers.values() if re.search(pattern, s["name"])]}
+        query = parse_qs(urlparse(request.url).query)
+        if "name" in query:
+            return {"servers": [s for s in self.servers.values() if re.search(query["name"][0], s["name"])]}
+        items = list(self.servers.values())
+        if "changes-since" in query:
+            since = _instant(query["changes-since"][0])
+            items = [s for s in items + list(self.deleted.values()) if _instant(s["updated"]) >= since]
+        return self._paged(request, items, "servers", f"{NOVA}/servers/detail")
 
     def _find(self, request) -> Optional[dict]:
         return self.servers.get(urlparse(request.url).path.split("/servers/")[1].split("/")[0])
@@ -324,6 +337,7 @@ class FakeCloud:
         if server is None:
             return self._error(context, 404, "Instance could not be found.")
         del self.servers[server["id"]]
+        self.deleted[server["id"]] = {**server, "status": "DELETED", "updated": self.clock}
         context.status_code = 204
         return None
 
