@@ -118,6 +118,8 @@ class CloudmanagersController(ResourcesController):
             return status
         name = _text(attributes, "name", required=False)
         changes_since = _iso_time(attributes, "changes_since")
+        if changes_since and name is not None:
+            raise BadRequest("attribute 'changes_since' lists the VMs changed since then: send it without 'name'")
         if name is None and (changes_since or _flag(attributes, "details")):
             return self._inventory(res_id, config, driver, changes_since)
         if name is None:

@@ -63,6 +63,11 @@ def test_changes_since_must_be_an_iso_time(call, cloud, bad):
     assert "attribute 'changes_since' must be an ISO 8601 date and time" in error
 
 
+def test_changes_since_with_a_name_is_an_error(call, cloud):
+    cloud.add_server("web")
+    assert "send it without 'name'" in call("read", name="web", changes_since="2026-11-25T10:00:00Z")["error"]
+
+
 def test_the_vm_table_is_unchanged_by_the_details_list(call, cloud):
     cloud.add_server("web")
     text = reply_text(call("read", details=True))
