@@ -382,7 +382,7 @@ class FakeCloud:
         server = self._find(request)
         key = urlparse(request.url).path.rsplit("/", 1)[1]
         if key not in server["metadata"]:
-            return self._error(context, 404, f"Metadata item was not found")
+            return self._error(context, 404, "Metadata item was not found")
         del server["metadata"][key]
         context.status_code = 204
         return None

@@ -5,7 +5,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 
 import pika
 import pytest
@@ -15,15 +14,6 @@ from cloudmanagers_plugin.agent.transport import Backoff, Consumer, Topology
 from tests.support import ROOT
 from tests.support.agent import FakeController, agent_lines, agent_settings
 from tests.support.agent_command import CM_SECTION, agent_command, finish, write_file
-
-
-@pytest.fixture
-def shared_dir():
-    """A directory any user may enter (pytest's tmp_path is private to root)."""
-    path = tempfile.mkdtemp(prefix="cm-agent-test-")
-    os.chmod(path, 0o755)
-    yield path
-    subprocess.run(["rm", "-rf", path], check=True)
 
 
 @pytest.mark.parametrize("host, port, reason", [
@@ -71,17 +61,17 @@ def test_backoff_resets_only_once_consuming():
     assert backoff.failures == 0
 
 
-def test_unreadable_agent_config_exits_2(shared_dir):
-    agent_config = write_file(os.path.join(shared_dir, "agent.conf"), "[rabbitmq]\nhost = 127.0.0.1\n", mode=0o000)
+def test_unreadable_agent_config_exits_2(tmp_path):
+    agent_config = write_file(os.path.join(tmp_path, "agent.conf"), "[rabbitmq]\nhost = 127.0.0.1\n", mode=0o000)
     code, output = finish(agent_command("--agent-config", agent_config, unreadable_files=True))
     assert code == 2 and f"cannot read the agent config file {agent_config}: Permission denied" in output
 
 
-def test_unreadable_cloudmanagers_file_exits_2(shared_dir):
-    agent_config = write_file(os.path.join(shared_dir, "agent.conf"),
+def test_unreadable_cloudmanagers_file_exits_2(tmp_path):
+    agent_config = write_file(os.path.join(tmp_path, "agent.conf"),
                           f"[rabbitmq]\nhost = 127.0.0.1\nuuid = 3a468145-1afc-40d3-baf5-3ba4c0fc3561\n"
-                          f"[agent]\nuuid_file = {shared_dir}/uuid\n", mode=0o644)
-    config = write_file(os.path.join(shared_dir, "cloudmanagers.conf"), CM_SECTION, mode=0o000)
+                          f"[agent]\nuuid_file = {tmp_path}/uuid\n", mode=0o644)
+    config = write_file(os.path.join(tmp_path, "cloudmanagers.conf"), CM_SECTION, mode=0o000)
     code, output = finish(agent_command("--agent-config", agent_config, "--config", config, unreadable_files=True))
     assert code == 2 and f"{config}: cannot read the cloud managers file: Permission denied" in output
     assert "not a valid INI file" not in output
@@ -92,25 +82,25 @@ def test_unreadable_cloudmanagers_file_exits_2(shared_dir):
     ("# nothing here\n", "no cloud manager section"),
     ("not an ini file\n", "not a valid INI file"),
 ])
-def test_agent_refuses_a_missing_or_invalid_cloudmanagers_file(shared_dir, config_text, expected):
-    agent_config = write_file(os.path.join(shared_dir, "agent.conf"),
-                          f"[rabbitmq]\nhost = 127.0.0.1\nuuid = 3a468145-1afc-40d3-baf5-3ba4c0fc3561\n")
-    config = os.path.join(shared_dir, "cloudmanagers.conf")
+def test_agent_refuses_a_missing_or_invalid_cloudmanagers_file(tmp_path, config_text, expected):
+    agent_config = write_file(os.path.join(tmp_path, "agent.conf"),
+                          "[rabbitmq]\nhost = 127.0.0.1\nuuid = 3a468145-1afc-40d3-baf5-3ba4c0fc3561\n")
+    config = os.path.join(tmp_path, "cloudmanagers.conf")
     if config_text is not None:
         write_file(config, config_text)
     code, output = finish(agent_command("--agent-config", agent_config, "--config", config))
     assert code == 2 and expected in output and config in output
 
 
-def test_uuid_must_be_a_uuid(shared_dir):
-    config = write_file(os.path.join(shared_dir, "cloudmanagers.conf"), CM_SECTION)
+def test_uuid_must_be_a_uuid(tmp_path):
+    config = write_file(os.path.join(tmp_path, "cloudmanagers.conf"), CM_SECTION)
     code, output = finish(agent_command("--url", "amqp://127.0.0.1/", "--config", config, "--uuid", "not a uuid"))
     assert code == 2 and "--uuid 'not a uuid' is not a uuid" in output
 
 
-def test_a_fatal_error_under_systemd_is_an_error_entry(shared_dir, tmp_path):
+def test_a_fatal_error_under_systemd_is_an_error_entry(tmp_path):
     """journald reads the ``<3>`` prefix as the priority, so ``journalctl -p err`` shows why it stopped."""
-    config = os.path.join(shared_dir, "absent.conf")
+    config = os.path.join(tmp_path, "absent.conf")
     with open(tmp_path / "stderr", "w+", encoding="utf-8") as journal:
         st = os.fstat(journal.fileno())
         command = [sys.executable, "-m", "cloudmanagers_plugin.cli", "agent", "--url", "amqp://127.0.0.1/",

@@ -1,6 +1,5 @@
 """The controller's defences against hostile values and repeated effects (issue 15), on the faked cloud."""
 
-import base64
 import json
 import logging
 import re
