@@ -17,7 +17,7 @@ from tests.support.packaging import (
 pytestmark = pytest.mark.packaging
 
 SDIST_MUST_HOLD = {
-    "PKG-INFO", "setup.py", "README.md", "MANIFEST.in", "Makefile",
+    "PKG-INFO", "setup.py", "README.md", "LICENSE", "MANIFEST.in", "Makefile",
     "etc/synapse/cloudmanagers.conf",
     "etc/synapse-agent/synapse-agent.conf",
     "etc/synapse-agent/permissions.conf",

@@ -54,10 +54,10 @@ def dropin_files(artifacts, tmp_path_factory):
     }
 
 
-def doc_dir(files):
-    """Fedora/RHEL put docs in /usr/share/doc/NAME, older rpm setups in NAME-VERSION."""
-    dirs = [p for p in files if re.fullmatch(r"/usr/share/doc/%s(-[^/]+)?" % re.escape(NAME), p)]
-    assert len(dirs) == 1, f"no single doc folder: {dirs}"
+def doc_dir(files, kind="doc"):
+    """Fedora/RHEL put docs (and licenses) in /usr/share/doc/NAME, older rpm setups in NAME-VERSION."""
+    dirs = [p for p in files if re.fullmatch(r"/usr/share/%s/%s(-[^/]+)?" % (kind, re.escape(NAME)), p)]
+    assert len(dirs) == 1, f"no single {kind} folder: {dirs}"
     return dirs[0]
 
 
@@ -75,12 +75,14 @@ def test_header(artifacts):
 
 def test_file_list(rpm_files, dropin_files):
     docs = doc_dir(rpm_files)
+    licenses = doc_dir(rpm_files, "licenses")
     plugin_dir = f"{PLUGIN_ROOT}/{PACKAGE}"
     plugin_files = {f"{PLUGIN_ROOT}/{rel}" for rel in dropin_files}
     plugin_dirs = {os.path.dirname(p) for p in plugin_files} | {plugin_dir}
     expected = (
         {"/etc/synapse", CONF, LAUNCHER, UNIT_PATH}
         | {docs} | {f"{docs}/{name}" for name in DOCS}
+        | {licenses, f"{licenses}/LICENSE"}
         | {"/var/lib/synapse", PLUGIN_ROOT}
         | plugin_dirs
         | plugin_files
@@ -110,6 +112,7 @@ def test_modes(rpm_files):
     assert rpm_files[UNIT_PATH][1] == "-rw-r--r--"
     for name in DOCS:
         assert "d" in rpm_files[f"{doc_dir(rpm_files)}/{name}"][0], name
+    assert "l" in rpm_files[f"{doc_dir(rpm_files, 'licenses')}/LICENSE"][0]
     for path, (_flags, perms, user, group) in rpm_files.items():
         assert (user, group) == ("root", AGENT_USER if path == CONF else "root"), path
         if path.startswith(PLUGIN_ROOT):
