@@ -251,6 +251,7 @@ def cmd_start(settings: Settings, args: argparse.Namespace) -> int:
         except DevcloudError:
             healthy = False
         if healthy and _relaunch_changed(settings):
+            infra.limit_notification_queues(settings)  # a devcloud started before Nova notified
             with phase("seed nova/glance and boot+delete a smoke server as demo"):
                 _save_json(_cloud_result_path(settings), cloudctl(settings, "seed-nova", "smoke"))
         if healthy:

@@ -130,8 +130,11 @@ def nova_conf(settings: Settings) -> str:
             "ComputeFilter", "ComputeCapabilitiesFilter", "ImagePropertiesFilter",
             "ServerGroupAntiAffinityFilter", "ServerGroupAffinityFilter"])},
         "conductor": {"workers": 1},
-        "notifications": {"notification_format": "unversioned"},
-        "oslo_messaging_notifications": {"driver": "noop"},
+        # versioned notifications (instance.*, one per state and task-state change) on the
+        # devcloud's vhost, exchange "nova", topic versioned_notifications: the agent's fast
+        # path for change events listens there
+        "notifications": {"notification_format": "versioned", "notify_on_state_change": "vm_and_task_state"},
+        "oslo_messaging_notifications": {"driver": "messagingv2"},
         # the fake driver answers console requests, so the remote-console API
         # returns a noVNC URL (nothing has to listen on the proxy port)
         "vnc": {"enabled": True,

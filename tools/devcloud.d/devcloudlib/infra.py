@@ -191,6 +191,19 @@ def ensure_vhost(settings: Settings, reset: bool = False) -> None:
     if settings.vhost not in vhosts:
         rabbitmqctl("add_vhost", settings.vhost)
     rabbitmqctl("set_permissions", "-p", settings.vhost, settings.rabbit_user, ".*", ".*", ".*")
+    limit_notification_queues(settings)
+
+
+# Nova's notifier declares a queue named after its topic (versioned_notifications.info) that
+# nothing in the devcloud consumes; listeners bind queues of their own. Capped, it cannot grow
+# without bound while the devcloud runs for days.
+NOTIFICATION_QUEUE_POLICY = json.dumps({"max-length": 1000, "overflow": "drop-head", "message-ttl": 600000})
+
+
+def limit_notification_queues(settings: Settings) -> None:
+    """Cap Nova's unconsumed ``versioned_notifications.*`` queues in the devcloud's vhost."""
+    rabbitmqctl("set_policy", "-p", settings.vhost, "--apply-to", "queues", "devcloud-notifications",
+                r"^versioned_notifications\.", NOTIFICATION_QUEUE_POLICY)
 
 
 def delete_vhost(settings: Settings) -> None:

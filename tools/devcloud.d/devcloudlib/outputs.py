@@ -122,6 +122,8 @@ def facts(settings: Settings, cloud_result: Dict[str, Any]) -> Dict[str, Any]:
         "security_groups": ["default", "web"],
         "compute_host": settings.name,
         "rabbitmq": {"url": settings.transport_url, "vhost": settings.vhost},
+        # Nova's versioned notifications: a section's notifications_url and notifications_exchange
+        "notifications": {"url": settings.transport_url, "exchange": "nova", "topic": "versioned_notifications"},
         "databases": settings.databases,
         "files": {
             "cloudmanagers_conf": settings.conf_file,
