@@ -3,7 +3,8 @@
 Speed by design:
 - ONE keystoneauth1 session per section for the life of the process: the token is reused
   until it nears expiry (keystoneauth re-authenticates 120 s before) and refreshed on a 401;
-  concurrent threads share it (keystoneauth locks the re-authentication).
+  concurrent threads share it (keystoneauth locks the re-authentication). Endpoints are looked
+  up in the catalog once per token, the environment once per session (``session.py``).
 - Nova is pinned to a microversion (>= 2.47) that embeds the flavor in every server, so a VM
   details read is one GET; flavors are cached (they change rarely) to give their ids.
 - An exact-name lookup asks Nova's (regex) ``name`` filter for ``^name$`` and re-checks
@@ -24,7 +25,6 @@ from urllib.parse import parse_qs, urlencode, urlparse
 
 from keystoneauth1 import adapter as ks_adapter
 from keystoneauth1 import exceptions as ks_exc
-from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 import novaclient
 from novaclient import client as nova_client
@@ -41,6 +41,7 @@ from .base import CloudDriver, Console, CreateOptions, Flavor, Server, is_uuid
 from .catalog import Catalog
 from .expiring import ExpiringCache
 from .ratelimit import raise_when_limited
+from .session import DriverSession
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,7 +81,7 @@ class OpenStackDriver(CloudDriver):
     def __init__(self, config: CloudManagerConfig):
         super().__init__(config)
         verify = False if config.insecure else (config.cacert or True)
-        self._session = ks_session.Session(auth=_auth(config), verify=verify, timeout=config.timeout)
+        self._session = DriverSession(auth=_auth(config), verify=verify, timeout=config.timeout)
         self._session.session.hooks["response"].append(raise_when_limited)
         endpoint = {"interface": config.interface, "region_name": config.region_name}
         try:

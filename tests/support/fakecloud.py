@@ -97,6 +97,7 @@ class FakeCloud:
         self.limits = {"maxTotalInstances": 20, "totalInstancesUsed": 0, "maxTotalCores": -1, "totalCoresUsed": 0,
                        "maxTotalRAMSize": -1, "totalRAMUsed": 0}
         self.tokens_issued = 0
+        self.catalog_urls = {"compute": NOVA, "image": GLANCE, "network": NEUTRON}  # what new tokens list
         self.app_credentials: Dict[str, dict] = {}  # id -> {id, name, secret}
         self.next_status: Dict[str, str] = {}  # server name -> status a create ends in
         self.created_bodies: List[dict] = []  # every POST /servers body, as sent
@@ -206,14 +207,10 @@ class FakeCloud:
                               "message": "The request you have made requires authentication."}}
         self.tokens_issued += 1
         expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
-        catalog = [
-            {"type": "compute", "name": "nova", "endpoints": [
-                {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": NOVA}]},
-            {"type": "image", "name": "glance", "endpoints": [
-                {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": GLANCE}]},
-            {"type": "network", "name": "neutron", "endpoints": [
-                {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": NEUTRON}]},
-        ]
+        names = {"compute": "nova", "image": "glance", "network": "neutron"}
+        catalog = [{"type": kind, "name": names[kind], "endpoints": [
+            {"interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": url}]}
+            for kind, url in self.catalog_urls.items()]
         return {"token": {
             "methods": ["password"], "expires_at": expires.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
             "issued_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
