@@ -8,7 +8,7 @@ always verifies the broker against ``cacertfile`` and a missing file stops the s
 import os
 import socket
 import ssl
-from typing import NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional
 
 import pika
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed, AMQPConnectorException
@@ -129,3 +129,28 @@ def explain_connection_failure(error: Optional[BaseException], broker: BrokerSet
         return Failure("no answer from the broker in time", False)
     text = str(cause).strip() if cause is not None else ""
     return Failure(text or (type(cause).__name__ if cause is not None else "connection closed"), False)
+
+
+class CoalescingConnection(pika.SelectConnection):
+    """A ``SelectConnection`` that hands the transport one write per IOLoop turn.
+
+    pika queues every frame as a buffer of its own and sends each with a system call of its
+    own: a reply is three (method, header, body), an ack one more. The agent's one I/O thread
+    reads every request too, and each system call lets a worker take the interpreter lock
+    from it. So the frames emitted during one loop turn, by every reply and ack of that turn,
+    are joined and written at its end: the same bytes in the same order, in one send.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._outgoing: List[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if not self._outgoing:
+            self._adapter_call_later(0, self._flush_outgoing)
+        self._outgoing.append(data)
+
+    def _flush_outgoing(self) -> None:
+        data, self._outgoing = b"".join(self._outgoing), []
+        if data and self._transport is not None:
+            super()._adapter_emit_data(data)

@@ -38,7 +38,7 @@ from pika import BasicProperties
 from pika.adapters.select_connection import IOLoop
 
 from .admission import Answer, Summary
-from .broker import explain_connection_failure
+from .broker import CoalescingConnection, explain_connection_failure
 from .publisher import ReplyPublisher
 from .settings import BrokerSettings
 
@@ -304,7 +304,7 @@ class Consumer:
 
     def _connect(self) -> None:
         self._reconnect_timer = None
-        self._connection = pika.SelectConnection(
+        self._connection = CoalescingConnection(
             self._parameters,
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_open_error,

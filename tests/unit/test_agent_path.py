@@ -277,3 +277,49 @@ def test_acks_for_a_closed_channel_are_not_sent_and_a_new_channel_starts_afresh(
     acks.answered(1)
     flushes[1]()
     assert old.acks == [] and new.acks == [(1, False)]
+
+
+# -- the connection's writes ---------------------------------------------------------------------
+
+
+class Transport:
+    def __init__(self):
+        self.writes = []
+
+    def write(self, data):
+        self.writes.append(data)
+
+
+def unconnected():
+    """A CoalescingConnection on a loop that never runs, with a transport that records writes."""
+    from pika.adapters.select_connection import IOLoop
+
+    from cloudmanagers_plugin.agent.broker import CoalescingConnection
+
+    connection = CoalescingConnection(pika.ConnectionParameters("127.0.0.1", 1), custom_ioloop=IOLoop())
+    turn_ends = []
+    connection._adapter_call_later = lambda delay, callback: turn_ends.append(callback)
+    connection._transport = Transport()
+    connection._body_max_length = 4096  # as set by the broker's Connection.Tune
+    return connection, turn_ends
+
+
+def test_the_frames_of_one_loop_turn_go_out_in_one_write_in_their_order():
+    connection, turn_ends = unconnected()
+    properties = BasicProperties(correlation_id="c1", delivery_mode=2)
+    connection._send_method(2, Basic.Publish(exchange="", routing_key="q"), (properties, b'{"status": {}}'))
+    connection._send_method(1, Basic.Ack(delivery_tag=7))
+    assert connection._transport.writes == [] and len(turn_ends) == 1  # one flush per turn, at its end
+    turn_ends[0]()
+    publish, ack = pika.frame.Method(2, Basic.Publish(exchange="", routing_key="q")), pika.frame.Method(1, Basic.Ack(7))
+    header, body = pika.frame.Header(2, 14, properties), pika.frame.Body(2, b'{"status": {}}')
+    assert connection._transport.writes == [publish.marshal() + header.marshal() + body.marshal() + ack.marshal()]
+    connection._send_method(1, Basic.Ack(delivery_tag=8))
+    assert len(turn_ends) == 2  # the next turn schedules its own flush
+
+
+def test_frames_left_when_the_transport_is_gone_are_dropped_like_pikas_own_buffer():
+    connection, turn_ends = unconnected()
+    connection._send_method(1, Basic.Ack(delivery_tag=1))
+    connection._transport = None
+    turn_ends[0]()  # no error: the broker redelivers the unacked request
