@@ -9,18 +9,18 @@ import base64
 import binascii
 import logging
 import threading
+from dataclasses import dataclass, replace
 from datetime import datetime
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import states
 from .config import CloudManagerConfig, ConfigFile
 from .drivers import driver_class
-from .drivers.base import DELETED, CloudDriver, Console, CreateOptions, Server
-from .errors import BadRequest, CloudManagerError, Conflict
+from .drivers.base import DELETED, CloudDriver, Console, CreateOptions, Server, is_uuid
+from .errors import BadRequest, CloudManagerError, Conflict, NotFound
 from .host import ResourcesController
 from .protocol import parse_envelope
-from .request_context import correlation_id
+from .request_context import correlation_id, redelivered
 from .values import MAX_TEXT, checked_text, echo, json_type, parse_bool, printable, text_value
 
 LOG = logging.getLogger(__name__)
@@ -29,6 +29,7 @@ MAX_WAIT = 3600.0
 MAX_CONSOLE_LINES = 10000
 MAX_USER_DATA = 65535  # Nova's limit for the base64 text
 REBOOT_MARK = "cloudmanagers_reboot_request"  # server metadata: the request whose reboot ran last
+CREATE_MARK = "cloudmanagers_create_request"  # server metadata: the request that created the VM
 _REBOOTS = (states.ServerAction.REBOOT_SOFT, states.ServerAction.REBOOT_HARD)
 
 Status = Dict[str, Any]
@@ -132,7 +133,12 @@ class CloudmanagersController(ResourcesController):
         return details
 
     def create(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
-        """Boot a VM; a VM already bearing the name is an error and nothing is created."""
+        """Boot a VM; a VM already bearing the name is an error and nothing is created.
+
+        The request's correlation id goes into the VM's metadata (``CREATE_MARK``) in the create
+        itself, so a redelivery of the request, to any agent, finds the VM it made and answers
+        the success of the first run instead of "already exists" (``_made_by``).
+        """
         attributes = attributes or {}
         _, driver = self._section(res_id)
         name = _text(attributes, "name")
@@ -142,15 +148,23 @@ class CloudmanagersController(ResourcesController):
         user_data = _user_data(attributes)
         options = _create_options(attributes)
         wait = _wait(attributes)
+        request_id = correlation_id()
+        if request_id:
+            options = replace(options, metadata={**options.metadata, CREATE_MARK: request_id})
         flavor = driver.find_flavor(flavor_ref)
         image_id = driver.find_image(image_ref)
         existing = driver.servers_named(name)
-        if existing:
+        server = _made_by(request_id, existing)
+        if server:
+            LOG.info("VM %s: created by request %s in an earlier delivery; answering that", server.id,
+                     printable(request_id or ""))
+        elif existing:
             raise Conflict(
                 f"a VM named '{name}' already exists on '{res_id}' (id {existing[0].id}); no VM was created"
             )
-        server = driver.create_server(name, flavor, image_id, key_name, user_data, options)
-        _keep_only_the_oldest(driver, res_id, name, server)
+        else:
+            server = driver.create_server(name, flavor, image_id, key_name, user_data, options)
+            server = _keep_only_the_oldest(driver, res_id, name, server, request_id)
         if wait:
             server = driver.wait_for_status(server.id, {states.RUNNING}, wait)
         return {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
@@ -192,7 +206,7 @@ class CloudmanagersController(ResourcesController):
                     server = driver.wait_for_status(server.id, row.final_statuses, wait)
         if flavor or revert:
             server, resized = driver.advance_resize(server, flavor, confirm=confirm, revert=revert, wait=wait,
-                                                    stop_at_verify=stop_at_verify)
+                                                    stop_at_verify=stop_at_verify, request_id=correlation_id())
             actions.extend(resized)
             reply["vm_flavor"] = flavor.id if flavor else driver.flavor_id(server.flavor_name)
         if day2.snapshot:
@@ -227,13 +241,23 @@ class CloudmanagersController(ResourcesController):
         """Delete a VM, running or not, as documented.
 
         A section with ``protect_running = true`` refuses a running VM unless ``force: true``.
+        A redelivered delete that finds no VM answers that it is deleted: an earlier delivery
+        may have deleted it, and the VM is gone either way. A first delivery naming no VM is an
+        error, as in the seed.
         """
         attributes = attributes or {}
         config, driver = self._section(res_id)
         name = _text(attributes, "name")
         force = _flag(attributes, "force")
         wait = _wait(attributes)
-        server = driver.find_server(name)
+        try:
+            server = driver.find_server(name)
+        except NotFound:
+            if not redelivered():
+                raise
+            LOG.info("no VM '%s' for a redelivered delete: already deleted", printable(name))
+            return {"cloudmanager": res_id, "deleted": True, "vm_name": name, "vm_status": DELETED,
+                    "vm_id": name if is_uuid(name) else None}
         if config.protect_running and server.status == states.RUNNING and not force:
             raise Conflict(
                 f"VM '{server.name}' is {server.status} and cloud manager '{res_id}' protects running VMs "
@@ -489,22 +513,40 @@ def _user_data(attributes: Dict[str, Any]) -> Optional[bytes]:
 # -- effects that must not happen twice ------------------------------------------------------
 
 
-def _keep_only_the_oldest(driver: CloudDriver, res_id: str, name: str, created: Server) -> None:
+def _made_by(request_id: Optional[str], namesakes: List[Server]) -> Optional[Server]:
+    """The VM an earlier delivery of this request created, when it is the one that stays.
+
+    Of several VMs bearing a name only the oldest stays (``_keep_only_the_oldest``): a VM of
+    this request that is not the oldest was, or is being, deleted by the run that made it,
+    whose answer was "already exists", so a redelivery answers that too.
+    """
+    if not request_id or not namesakes:
+        return None
+    oldest = min(namesakes, key=_age_order)
+    return oldest if oldest.metadata.get(CREATE_MARK) == request_id else None
+
+
+def _keep_only_the_oldest(driver: CloudDriver, res_id: str, name: str, created: Server,
+                          request_id: Optional[str]) -> Server:
     """After a create, look again: of several VMs bearing the name, only the oldest stays.
 
     The name check before a create cannot stop two agents creating the same name at the same
     moment (Nova does not enforce unique names). Every request that created one looks again;
     all of them order the VMs the same way (creation time, then id), so exactly one keeps its
     VM and each other one deletes its own and answers as if the name had existed before.
+    When the oldest is this request's own (the request ran twice at once: a redelivery to
+    another agent while the first run went on), it is the request's VM and its answer.
     """
     namesakes = {server.id: server for server in driver.servers_named(name)}
     mine = namesakes.pop(created.id, None)
     if not namesakes:
-        return
+        return created
     oldest = min(namesakes.values(), key=_age_order)
     if mine is not None and _age_order(mine) < _age_order(oldest):
-        return
+        return created
     driver.delete(created.id)
+    if _made_by(request_id, [oldest]):
+        return oldest
     raise Conflict(f"a VM named '{name}' already exists on '{res_id}' (id {oldest.id}); no VM was created")
 
 

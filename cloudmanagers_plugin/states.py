@@ -19,6 +19,7 @@ from .errors import BadRequest, Conflict
 
 RUNNING = "ACTIVE"  # what a create waits for, and what ``protect_running`` protects
 VERIFY_RESIZE = "VERIFY_RESIZE"  # a resized VM awaiting its confirmation (or revert)
+RESIZING = "RESIZE"  # a resize under way, before VERIFY_RESIZE
 RESIZABLE = ("ACTIVE", "SHUTOFF")  # where a resize may start, and where a finished one settles
 
 

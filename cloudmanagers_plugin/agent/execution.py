@@ -332,10 +332,11 @@ class Dispatcher:
             return
         running_key = key if key is not None else object()
         self._running[running_key] = [delivery]
-        properties, body = delivery.properties, delivery.body
-        self._pool.submit(ADMISSION, lambda: self._admit(running_key, key, properties, body))
+        properties, body, redelivered = delivery.properties, delivery.body, delivery.redelivered
+        self._pool.submit(ADMISSION, lambda: self._admit(running_key, key, properties, body, redelivered))
 
-    def _admit(self, running_key: Hashable, key: Optional[Hashable], properties: BasicProperties, body: bytes) -> None:
+    def _admit(self, running_key: Hashable, key: Optional[Hashable], properties: BasicProperties, body: bytes,
+               redelivered: bool) -> None:
         """Worker, in the admission lane: judge the body, then queue the request behind its VM's."""
         try:
             decision = self._gate.admit(body, properties.user_id, properties.timestamp)
@@ -349,17 +350,18 @@ class Dispatcher:
             return
         order = (request.cm_id, request.vm_name) if request.vm_name else None
         correlation_id = properties.correlation_id
-        self._pool.submit(order, lambda: self._execute(running_key, key, summary, request, correlation_id),
+        self._pool.submit(order, lambda: self._execute(running_key, key, summary, request, correlation_id,
+                                                       redelivered),
                           shared=request.action in READS)
 
     def _execute(self, running_key: Hashable, key: Optional[Hashable], summary: Summary, request: Envelope,
-                 correlation_id: Optional[str]) -> None:
+                 correlation_id: Optional[str], redelivered: bool) -> None:
         """Worker: run the controller (a read joins an identical one running), then hand the
         answer back to the I/O thread."""
         def deliver(answer: Answer) -> None:
             self._handback.post(lambda: self._done(running_key, key, summary, answer))
 
-        with running_request(correlation_id):
+        with running_request(correlation_id, redelivered):
             if request.action == "read":
                 self._reads.run(read_key(request), lambda: self._process(request), deliver)
             else:

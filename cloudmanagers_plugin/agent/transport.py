@@ -215,6 +215,7 @@ class Delivery:
     summary: Summary = field(default_factory=Summary)
     answer: Optional[Answer] = None
     outcome: str = ""
+    redelivered: bool = False  # the broker delivered it before (to this agent or another)
 
 
 @dataclass(frozen=True)
@@ -418,7 +419,7 @@ class Consumer:
     # -- messages -----------------------------------------------------------------------------
 
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        delivery = Delivery(channel, method.delivery_tag, properties, body)
+        delivery = Delivery(channel, method.delivery_tag, properties, body, redelivered=bool(method.redelivered))
         self._acks.delivered(delivery.tag)
         address = self._address(properties)
         refusal = address and self._reply_policy.refusal(address)

@@ -15,9 +15,10 @@ from typing import Any, Callable, Collection, Dict, List, Mapping, Optional, Tup
 
 from ..config import CloudManagerConfig
 from ..errors import BackendError, Conflict, NotFound, ServerFault, WaitTimeout
-from ..states import RESIZABLE, VERIFY_RESIZE, ServerAction
+from ..states import RESIZABLE, RESIZING, VERIFY_RESIZE, ServerAction
 
 DELETED = "DELETED"
+RESIZE_MARK = "cloudmanagers_resize_request"  # server metadata: the request that started the VM's last resize
 CONFIRM_WAIT = 600.0  # how long ``confirm`` waits for VERIFY_RESIZE when no ``wait`` is given
 T = TypeVar("T")
 
@@ -231,7 +232,7 @@ class CloudDriver(ABC):
 
     def advance_resize(
         self, server: Server, flavor: Optional[Flavor], *, confirm: bool = False, revert: bool = False,
-        wait: Optional[float] = None, stop_at_verify: bool = False,
+        wait: Optional[float] = None, stop_at_verify: bool = False, request_id: Optional[str] = None,
     ) -> Tuple[Server, List[str]]:
         """Take the VM one step along the two-step resize; returns it and the actions run.
 
@@ -242,11 +243,17 @@ class CloudDriver(ABC):
         a cloud that confirms resizes by itself shows a finished one. ``stop_at_verify`` (a
         requested status VERIFY_RESIZE) makes only the first step and leaves a VM already
         awaiting the confirmation of this flavor as it is. ``wait`` waits for the final status.
+
+        ``request_id`` (the request's correlation id) is written in the VM's metadata
+        (``RESIZE_MARK``) before the resize starts: the first message and its redelivery look
+        alike, so a redelivery of the message that started a resize, to this agent or another,
+        must find its own id there and not take it for the confirming message (``_resume``).
+        Nova takes metadata only from a VM with no task under way, as it does resizes, so the
+        record cannot be made later. A kill between the record and the resize leaves the VM on
+        its flavor: the redelivery then says so instead of resizing (at most once).
         """
-
-        def settled(current: Server) -> Server:
-            return self.wait_for_status(current.id, RESIZABLE, wait) if wait else current
-
+        if request_id and flavor and not revert and server.metadata.get(RESIZE_MARK) == request_id:
+            return self._resume(server, flavor, confirm, wait)
         if revert or server.status == VERIFY_RESIZE:
             if server.status != VERIFY_RESIZE:
                 raise Conflict(f"cannot revert a resize: VM '{server.name}' is {server.status}, not {VERIFY_RESIZE}")
@@ -259,7 +266,7 @@ class CloudDriver(ABC):
                 return server, []
             action = ServerAction.REVERT_RESIZE if revert else ServerAction.CONFIRM_RESIZE
             self.set_state(server.id, action)
-            return settled(server), [action.value]
+            return self._settled(server, wait), [action.value]
         if flavor is None:
             raise ValueError("advance_resize needs a flavor unless it reverts")
         if server.status in RESIZABLE and server.flavor_name == flavor.name:
@@ -268,7 +275,14 @@ class CloudDriver(ABC):
             raise Conflict(
                 f"cannot resize VM '{server.name}' while it is {server.status} (needs {' or '.join(RESIZABLE)})"
             )
+        if request_id:
+            self.set_metadata(server.id, {RESIZE_MARK: request_id})
         self.resize(server.id, flavor)
+        return self._after_resize(server, flavor, confirm, wait)
+
+    def _after_resize(self, server: Server, flavor: Flavor, confirm: bool,
+                      wait: Optional[float]) -> Tuple[Server, List[str]]:
+        """Once the resize started: wait for VERIFY_RESIZE when asked, and confirm when asked."""
         if not (confirm or wait):
             return server, ["resize"]
         server = self.wait_for_status(
@@ -277,8 +291,29 @@ class CloudDriver(ABC):
         )
         if confirm and server.status == VERIFY_RESIZE:
             self.set_state(server.id, ServerAction.CONFIRM_RESIZE)
-            return settled(server), ["resize", ServerAction.CONFIRM_RESIZE.value]
+            return self._settled(server, wait), ["resize", ServerAction.CONFIRM_RESIZE.value]
         return server, ["resize"]
+
+    def _resume(self, server: Server, flavor: Flavor, confirm: bool,
+                wait: Optional[float]) -> Tuple[Server, List[str]]:
+        """A redelivery of the request that started the VM's resize: answer as its first run did.
+
+        It confirms only when the request itself asked to (``confirm``); a resize still under
+        way or awaiting confirmation is left as it is, and one already finished (confirmed by
+        another message, or by the cloud) needs nothing.
+        """
+        awaiting = server.status == RESIZING or (server.status == VERIFY_RESIZE and server.flavor_name == flavor.name)
+        finished = server.status in RESIZABLE and server.flavor_name == flavor.name
+        if not (awaiting or finished):
+            raise Conflict(
+                f"VM '{server.name}': this request's resize to {flavor.name} was recorded, but the VM is "
+                f"{server.status} on {server.flavor_name}: the resize did not run, failed or was reverted; "
+                "send a new request to resize it"
+            )
+        return self._after_resize(server, flavor, confirm, wait)
+
+    def _settled(self, server: Server, wait: Optional[float]) -> Server:
+        return self.wait_for_status(server.id, RESIZABLE, wait) if wait else server
 
     def wait_for_image(self, image_id: str, timeout: float) -> str:
         """Poll until the image is active; BackendError if it fails, WaitTimeout if it takes longer."""

@@ -1,0 +1,134 @@
+"""Exactly-once effects across agent processes (issue 11), against the real Nova through RabbitMQ.
+
+An agent is killed with SIGKILL while it runs a request, after its OpenStack call and before
+its reply: the broker redelivers the request to the next agent on the queue, whose answer
+cache is empty. What that agent must find is on the VM itself.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pika
+import pytest
+
+from tests.support.e2e import harness, settle
+
+pytestmark = pytest.mark.e2e
+
+
+class Caller:
+    """Publishes requests to one agent's queue and keeps its reply queue while agents come and go."""
+
+    def __init__(self) -> None:
+        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        self.channel = self.connection.channel()
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+
+    def send(self, agent_uuid, message, correlation_id):
+        properties = pika.BasicProperties(correlation_id=correlation_id, reply_to=self.queue,
+                                          headers={"reply_exchange": ""}, user_id="guest", delivery_mode=2)
+        self.channel.basic_publish("", agent_uuid, json.dumps(message).encode(), properties)
+
+    def replies(self, correlation_id, timeout, at_least=1):
+        """Every reply to ``correlation_id`` within ``timeout`` (returns once ``at_least`` came and 1 s passed)."""
+        found, deadline, settle_at = [], time.monotonic() + timeout, None
+        while time.monotonic() < (settle_at or deadline):
+            _method, properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if body is None:
+                self.connection.process_data_events(time_limit=0.2)
+            elif properties.correlation_id == correlation_id:
+                found.append(json.loads(body))
+                if len(found) >= at_least and settle_at is None:
+                    settle_at = time.monotonic() + 1.0
+        return found
+
+    def close(self):
+        self.connection.close()
+
+
+@pytest.fixture
+def caller():
+    client = Caller()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def dying_agent(e2e_config, tmp_path):
+    """An agent that the test kills mid-request and starts again on the same queue."""
+    running = harness.Agent(str(tmp_path / "agent"), e2e_config).start()
+    yield running
+    running.stop()
+    subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
+
+
+def kill_and_restart(agent):
+    os.kill(agent.process.pid, signal.SIGKILL)  # the request is unacked: the broker redelivers it
+    agent.process.wait(10)
+    agent.start()
+
+
+def wait_until(check, timeout=60, every=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError("timed out")
+
+
+def named(nova, name):
+    return nova.servers.list(search_opts={"name": f"^{name}$"})
+
+
+def test_a_create_redelivered_after_its_post_gives_one_vm_and_the_first_success(
+        agent, dying_agent, caller, nova, sections, vm_name):
+    cm = sections["v3"]
+    correlation_id = str(uuid.uuid4())
+    create = {"collection": "cloudmanagers", "action": "create", "id": cm,
+              "attributes": {"name": vm_name, "flavor": "m1.tiny", "image": "cirros-fake", "wait": 90}}
+    caller.send(dying_agent.uuid, create, correlation_id)
+    try:
+        (server,) = wait_until(lambda: named(nova, vm_name))  # the POST went through; the agent waits for ACTIVE
+        assert server.status == "BUILD"
+        kill_and_restart(dying_agent)
+        replies = caller.replies(correlation_id, timeout=120)
+        assert len(replies) == 1, replies
+        status = replies[0]["status"]
+        assert status == {"cloudmanager": cm, "created": True, "vm_name": vm_name, "vm_status": "ACTIVE",
+                          "vm_id": server.id}, replies[0]
+        assert [s.id for s in named(nova, vm_name)] == [server.id]
+        assert nova.servers.get(server.id).metadata["cloudmanagers_create_request"] == correlation_id
+        assert "created by request" in dying_agent.tail(200)  # the redelivery found the VM
+        another = agent.call("create", cm, name=vm_name, flavor="m1.tiny", image="cirros-fake")
+        assert "already exists" in another["error"]  # another request for the name: as before
+    finally:
+        for leftover in named(nova, vm_name):
+            agent.call("delete", cm, name=leftover.id, force=True, wait=60)
+
+
+def test_a_redelivered_resize_start_does_not_confirm_it(agent, dying_agent, caller, nova, sections, vm_name):
+    cm = sections["v3"]
+    server_id = agent.call("create", cm, name=vm_name, flavor="m1.tiny", image="cirros-fake", wait=90)["status"]["vm_id"]
+    try:
+        correlation_id = str(uuid.uuid4())
+        resize = {"collection": "cloudmanagers", "action": "update", "id": cm,
+                  "attributes": {"name": vm_name, "flavor": "m1.small", "wait": 90}}
+        caller.send(dying_agent.uuid, resize, correlation_id)
+        wait_until(lambda: nova.servers.get(server_id).status in ("RESIZE", "VERIFY_RESIZE"))
+        kill_and_restart(dying_agent)
+        replies = caller.replies(correlation_id, timeout=120)
+        assert replies and all(r["status"]["vm_actions"] == ["resize"] for r in replies), replies
+        assert settle(nova, server_id, "VERIFY_RESIZE") == ("VERIFY_RESIZE", "m1.small")  # not confirmed
+        actions = [a.action for a in nova.instance_action.list(server_id)]
+        assert actions.count("resize") == 1 and "confirmResize" not in actions, actions
+        again = agent.call("update", cm, name=vm_name, flavor="m1.small")  # a new message confirms
+        assert again["status"]["vm_actions"] == ["confirm_resize"], again
+        assert settle(nova, server_id, "ACTIVE") == ("ACTIVE", "m1.small")
+    finally:
+        agent.call("delete", cm, name=server_id, force=True, wait=60)
