@@ -80,6 +80,7 @@ class RpcClient:
 
     def __init__(self, broker: BrokerSettings) -> None:
         self._user_id = login_user_id(broker)
+        # a list: pika tries the nodes in order and keeps the first that answers
         self._connection = pika.BlockingConnection(connection_parameters(broker, "cloudmanagers call"))
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()

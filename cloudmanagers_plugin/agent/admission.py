@@ -413,14 +413,34 @@ class Gate:
             request = parse_envelope(message, self._collection)
             self._check(request, user, amqp_timestamp)
         except BadRequest as refused:
-            reply = make_response(
-                self.agent_uuid,
-                message.get("id") if isinstance(message.get("id"), str) else "",  # echoed, cut if long
-                message.get("collection") if isinstance(message.get("collection"), str) else "",
-                error=str(refused),
-            )
-            return Decision(summary, answer=answer_from(reply))
+            return Decision(summary, answer=self._error(message, str(refused)))
         return Decision(summary, request=request)
+
+    def abandoned(self, body: bytes, user: Optional[str], deliveries: int) -> Decision:
+        """The answer to a request the broker delivered ``deliveries`` times already: not run again.
+
+        Each agent that took it stopped before answering (a request that kills its agent, or
+        agents that keep losing their connection); running it once more could cost the group
+        one more agent. Logged at ERROR: an operator must look at it.
+        """
+        try:
+            message = decode(body)
+        except BadRequest:
+            message = {}
+        answer = self._error(message, f"request abandoned after {deliveries} deliveries: every agent that took "
+                                      "it stopped before answering, so it is not run again ([agent] delivery_limit)")
+        answer.level = logging.ERROR
+        return Decision(Summary.of(message, user), answer=answer)
+
+    def _error(self, message: Dict[str, Any], error: str) -> Answer:
+        """An error answer echoing the request's id and collection when they are text (cut if long)."""
+        reply = make_response(
+            self.agent_uuid,
+            message.get("id") if isinstance(message.get("id"), str) else "",
+            message.get("collection") if isinstance(message.get("collection"), str) else "",
+            error=error,
+        )
+        return answer_from(reply)
 
     def _check(self, request: Envelope, user: Optional[str], amqp_timestamp: Optional[int]) -> None:
         self._check_age(request.message.get("timestamp"), amqp_timestamp)

@@ -8,7 +8,7 @@ always verifies the broker against ``cacertfile`` and a missing file stops the s
 import os
 import socket
 import ssl
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import pika
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed, AMQPConnectorException
@@ -37,24 +37,31 @@ def tls_context(broker: BrokerSettings) -> ssl.SSLContext:
     return context
 
 
-def connection_parameters(broker: BrokerSettings, connection_name: str) -> pika.ConnectionParameters:
-    """Parameters for one connection attempt; retries are the caller's job (with back-off)."""
+def connection_parameters(broker: BrokerSettings, connection_name: str) -> List[pika.ConnectionParameters]:
+    """Parameters for one connection attempt per broker node, in the configured order.
+
+    Retries and the turn to the next node are the caller's job (with back-off); the heartbeat
+    is what tells a dead or frozen node from a quiet one.
+    """
     if broker.ssl_auth and not broker.use_ssl:
         raise ConfigError("[rabbitmq] ssl_auth = true needs use_ssl = true (client certificates need TLS)")
-    ssl_options = pika.SSLOptions(tls_context(broker), broker.host) if broker.use_ssl else None
+    context = tls_context(broker) if broker.use_ssl else None
     credentials = (
         ExternalCredentials() if broker.ssl_auth else PlainCredentials(broker.username, broker.password)
     )
-    return pika.ConnectionParameters(
-        host=broker.host,
-        port=broker.effective_port,
-        virtual_host=broker.vhost,
-        credentials=credentials,
-        ssl_options=ssl_options,
-        heartbeat=broker.heartbeat,
-        connection_attempts=1,
-        client_properties={"connection_name": connection_name},
-    )
+    return [
+        pika.ConnectionParameters(
+            host=host,
+            port=port,
+            virtual_host=broker.vhost,
+            credentials=credentials,
+            ssl_options=pika.SSLOptions(context, host) if context else None,
+            heartbeat=broker.heartbeat,
+            connection_attempts=1,
+            client_properties={"connection_name": connection_name},
+        )
+        for host, port in broker.endpoints
+    ]
 
 
 def login_user_id(broker: BrokerSettings) -> Optional[str]:
@@ -96,15 +103,18 @@ def _broker_text(error: BaseException) -> str:
     return text.replace("ConnectionClosedByBroker: ", "") or type(error).__name__
 
 
-def explain_connection_failure(error: Optional[BaseException], broker: BrokerSettings) -> Failure:
+def explain_connection_failure(
+    error: Optional[BaseException], broker: BrokerSettings, endpoint: Optional[Tuple[str, int]] = None
+) -> Failure:
     """What went wrong while connecting to the broker, and whether it can fix itself.
 
     pika wraps the cause in several layers whose text is empty or a wall of class names; this
     finds the cause and says it the way an operator needs it. A refused login or vhost is
     permanent (waiting will not change a password); a refused port or an unknown host is not
-    (the broker or the DNS may come back).
+    (the broker or the DNS may come back). ``endpoint``: the node that failed, when known.
     """
     cause = _root_cause(error) if error is not None else None
+    host, port = endpoint or (broker.host, broker.effective_port)
     if isinstance(cause, pika.exceptions.ProbableAuthenticationError):
         who = "the client certificate" if broker.ssl_auth else f"user '{broker.username}'"
         return Failure(f"the broker refused the login of {who}: {_broker_text(cause)}; "
@@ -115,10 +125,10 @@ def explain_connection_failure(error: Optional[BaseException], broker: BrokerSet
     if isinstance(cause, pika.exceptions.AuthenticationError):
         return Failure(f"the broker offers no usable login mechanism ({cause}); check ssl_auth", True)
     if isinstance(cause, socket.gaierror):
-        return Failure(f"cannot resolve the broker host '{broker.host}' ({cause.strerror}); check [rabbitmq] host",
+        return Failure(f"cannot resolve the broker host '{host}' ({cause.strerror}); check [rabbitmq] host",
                        False)
     if isinstance(cause, ConnectionRefusedError):
-        return Failure(f"connection refused on port {broker.effective_port}: is RabbitMQ running and listening there?",
+        return Failure(f"connection refused on port {port}: is RabbitMQ running and listening there?",
                        False)
     if isinstance(cause, ssl.SSLError):
         return Failure(f"TLS handshake failed ({cause.reason or cause}); check cacertfile and the broker certificate",

@@ -286,6 +286,13 @@ def read_key(request: Envelope) -> Hashable:
     return (request.collection, request.cm_id, json.dumps(request.attributes, sort_keys=True))
 
 
+def delivery_count(properties: BasicProperties) -> int:
+    """How many times a quorum queue delivered this message before (its ``x-delivery-count``)."""
+    headers = properties.headers if isinstance(properties.headers, dict) else {}
+    count = headers.get("x-delivery-count")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
+
+
 # -- the dispatcher ----------------------------------------------------------------------------
 
 
@@ -301,6 +308,8 @@ class Dispatcher:
         call_in_loop: Callable[[Job], None],
         max_message_bytes: int,
         consumer: "Consumer",
+        delivery_limit: int = 0,
+        on_abandoned: Callable[[], None] = lambda: None,
     ) -> None:
         self._gate = gate
         self._controller = controller
@@ -309,6 +318,8 @@ class Dispatcher:
         self._handback = Handback(call_in_loop)
         self._max_bytes = max_message_bytes
         self._consumer = consumer
+        self._delivery_limit = delivery_limit
+        self._on_abandoned = on_abandoned
         self._running: Dict[Hashable, List["Delivery"]] = {}
         self._reads = SingleFlight()
 
@@ -329,6 +340,13 @@ class Dispatcher:
         if key is not None and key in self._cache:
             delivery.summary, answer = self._cache.get(key)  # type: ignore[misc]
             self._consumer.reply_and_ack(delivery, answer, True)
+            return
+        deliveries = delivery_count(delivery.properties)
+        if self._delivery_limit and deliveries >= self._delivery_limit:
+            decision = self._gate.abandoned(delivery.body, delivery.properties.user_id, deliveries)
+            delivery.summary = decision.summary
+            self._on_abandoned()
+            self._consumer.reply_and_ack(delivery, decision.answer, False)
             return
         running_key = key if key is not None else object()
         self._running[running_key] = [delivery]

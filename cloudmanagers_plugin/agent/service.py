@@ -19,7 +19,8 @@ from ..version import __version__
 from .admission import Gate, HostFilter, Permissions, legacy_zone
 from .broker import connection_parameters, login_user_id
 from .execution import AnswerCache, Dispatcher, OrderedPool, cached_weight
-from .settings import AgentSettings, safe_summary
+from .settings import AgentSettings, queue_arguments, safe_summary
+from .status import AgentStatus
 from .transport import Backoff, Consumer, Topology
 
 LOG = logging.getLogger("cloudmanagers_plugin.agent")
@@ -30,6 +31,9 @@ PREFETCH_PER_WORKER = 2
 
 class AgentService:
     """Serves ``controller`` (an object with ``__resource__`` and ``process``) over AMQP.
+
+    ``status`` (agent/status.py) says the agent's role in its group, the broker node in use and
+    its reconnects, redeliveries and abandoned requests, for health checks and metrics.
 
     ``settings.uuid`` must already be resolved. Everything that can be wrong in the settings
     (TLS files, permissions file) fails here, in the constructor, before any connection.
@@ -53,20 +57,27 @@ class AgentService:
             publish_exchange=settings.publish_exchange,
             publish_routing_key=settings.publish_routing_key,
             user_id=login_user_id(settings.broker),
-            queue_arguments={"x-expires": int(settings.queue_expires * 1000)} if settings.queue_expires else {},
+            queue_arguments=queue_arguments(settings),
             reply_exchanges=settings.allowed_reply_exchanges,
+            delivery_limit=settings.delivery_limit if settings.queue_type == "quorum" else 0,
         )
+        self.status = AgentStatus(single_active=settings.single_active)
         backoff = Backoff(settings.broker.retry_delay, settings.broker.connection_attempts)
         self._consumer = Consumer(
             parameters, topology, self._ioloop, backoff, settings.broker,
             on_consuming=lambda: notify(f"READY=1\nSTATUS=consuming from queue {agent_uuid}"),
+            status=self.status,
         )
         self._dispatcher = Dispatcher(
             gate, controller, self._pool,
             AnswerCache(settings.reply_cache_size, settings.reply_cache_bytes, cached_weight),
             self._ioloop.add_callback_threadsafe, settings.max_message_bytes, self._consumer,
+            topology.delivery_limit, self._count_abandoned,
         )
         LOG.info("cloudmanagers agent %s (uuid %s) starting: %s", __version__, agent_uuid, safe_summary(settings))
+
+    def _count_abandoned(self) -> None:
+        self.status.abandoned += 1
 
     def run(self) -> int:
         """Serve until stopped; return the exit code (0 after a requested stop)."""

@@ -21,7 +21,7 @@ import tempfile
 import urllib.parse
 import uuid as uuidlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ..errors import ConfigError
 from ..values import parse_bool
@@ -30,6 +30,8 @@ from .admission import legacy_zone
 LOG = logging.getLogger(__name__)
 
 DEFAULT_AGENT_CONFIG = "/etc/synapse-agent/synapse-agent.conf"
+QUEUE_TYPES = ("classic", "quorum")
+SINGLE_ACTIVE, COMPETING = "single-active", "competing"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Keys the legacy synapse agent reads from the same file: present in existing files, unused here.
 LEGACY_KEYS = {
@@ -68,12 +70,50 @@ class BrokerSettings:
         """The port actually dialled: ``ssl_port`` when TLS is on, as the legacy agent did."""
         return self.ssl_port if self.use_ssl else self.port
 
-    def describe(self) -> str:
-        """A URL for log lines: it never contains the password."""
+    @property
+    def endpoints(self) -> List[Tuple[str, int]]:
+        """The broker nodes to try, in order: ``host`` holds one or several ``host[:port]``."""
+        return parse_hosts(self.host, self.effective_port)
+
+    def describe(self, endpoint: Optional[Tuple[str, int]] = None) -> str:
+        """A URL for log lines (one node, else every node): it never contains the password."""
         scheme = "amqps" if self.use_ssl else "amqp"
         user = "" if self.ssl_auth else f"{urllib.parse.quote(self.username, safe='')}@"
         vhost = urllib.parse.quote(self.vhost, safe="")
-        return f"{scheme}://{user}{self.host}:{self.effective_port}/{vhost}"
+        nodes = [endpoint] if endpoint else self.endpoints
+        return f"{scheme}://{user}{','.join(host_port(*node) for node in nodes)}/{vhost}"
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def parse_hosts(text: str, default_port: int) -> List[Tuple[str, int]]:
+    """``a, b:5673, [::1]:5674`` -> [(a, default_port), (b, 5673), (::1, 5674)], in that order.
+
+    A cluster's nodes are listed in ``[rabbitmq] host``, comma-separated; a node without a port
+    uses ``port`` (``ssl_port`` with TLS). Raises ValueError naming the bad entry.
+    """
+    endpoints = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            raise ValueError(f"an empty host in '{text}'")
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else rest
+        elif entry.count(":") > 1:
+            raise ValueError(f"'{entry}': write an IPv6 address in brackets, [{entry}]")
+        else:
+            host, _, port_text = entry.partition(":")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            port = 0
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"'{entry}' is not host or host:port")
+        endpoints.append((host, port))
+    return endpoints
 
 
 @dataclass
@@ -96,6 +136,9 @@ class AgentSettings:
     reply_cache_bytes: int = _option(16 * 1024 * 1024, "agent")
     reply_exchanges: str = _option("", "agent")
     max_message_bytes: int = _option(1024 * 1024, "agent")
+    queue_type: str = _option("classic", "agent")
+    delivery_limit: int = _option(5, "agent")
+    consumers: str = _option("", "agent")
     log_level: str = _option("INFO", "log", key="level")
     library_log_level: str = _option("INFO", "log", key="libraries")
 
@@ -103,6 +146,31 @@ class AgentSettings:
     def allowed_reply_exchanges(self) -> FrozenSet[str]:
         """``[agent] reply_exchanges`` (comma or space separated) as a set of names."""
         return frozenset(self.reply_exchanges.replace(",", " ").split())
+
+    @property
+    def single_active(self) -> bool:
+        """One agent of a group works, the others stand by (RabbitMQ's single active consumer).
+
+        The default for a quorum queue (the group's queue); a classic queue keeps what earlier
+        versions declared (no such argument: the broker refuses to redeclare a queue with other
+        arguments) unless ``consumers = single-active`` is set.
+        """
+        if self.consumers:
+            return self.consumers == SINGLE_ACTIVE
+        return self.queue_type == "quorum"
+
+
+def queue_arguments(settings: AgentSettings) -> Dict[str, Any]:
+    """The ``x-`` arguments of the agent's queue declare, from ``[agent]``."""
+    arguments: Dict[str, Any] = {}
+    if settings.queue_expires:
+        arguments["x-expires"] = int(settings.queue_expires * 1000)
+    if settings.queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+        arguments["x-delivery-limit"] = settings.delivery_limit
+    if settings.single_active:
+        arguments["x-single-active-consumer"] = True
+    return arguments
 
 
 def _convert(raw: str, kind: Any, where: str) -> Any:
@@ -167,10 +235,19 @@ def _check(settings: AgentSettings) -> None:
         "[agent] reply_exchanges (must not name [rabbitmq] exchange)":
             settings.exchange not in settings.allowed_reply_exchanges,
         "[agent] max_message_bytes": settings.max_message_bytes >= 1,
+        "[agent] delivery_limit": settings.delivery_limit >= 1,
     }
     bad = [name for name, ok in rules.items() if not ok]
     if bad:
         raise ConfigError(f"out of range: {', '.join(bad)}")
+    try:
+        broker.endpoints
+    except ValueError as err:
+        raise ConfigError(f"[rabbitmq] host: {err}") from None
+    if settings.queue_type not in QUEUE_TYPES:
+        raise ConfigError(f"[agent] queue_type must be classic or quorum, got '{settings.queue_type}'")
+    if settings.consumers not in ("", SINGLE_ACTIVE, COMPETING):
+        raise ConfigError(f"[agent] consumers must be {SINGLE_ACTIVE} or {COMPETING}, got '{settings.consumers}'")
     try:
         legacy_zone(settings.legacy_timestamp_zone)
     except ValueError as err:
@@ -212,12 +289,29 @@ def load_settings(path: Optional[str] = None) -> AgentSettings:
     return settings
 
 
-def apply_url(broker: BrokerSettings, url: str) -> None:
+def apply_url(broker: BrokerSettings, url: str, *more: str) -> None:
     """Override host, port, credentials, vhost and TLS from an ``amqp(s)://`` URL.
 
     The URL is parsed here rather than by ``pika.URLParameters`` so that ``amqps`` keeps the
-    CA verification configured in the file instead of pika's URL-driven TLS options.
+    CA verification configured in the file instead of pika's URL-driven TLS options. ``more``
+    URLs name further nodes of the same cluster: the same scheme, user and vhost on each.
     """
+    configured = dataclasses.replace(broker)  # a URL without a port keeps the file's port
+    _apply_one_url(broker, url)
+    nodes = list(broker.endpoints)
+    for other in more:
+        node = dataclasses.replace(configured)
+        _apply_one_url(node, other)
+        if (node.use_ssl, node.username, node.password, node.vhost) != (
+                broker.use_ssl, broker.username, broker.password, broker.vhost):
+            raise ConfigError("every --url must have the same scheme, user, password and vhost "
+                              "(they name the nodes of one cluster)")
+        nodes.append((node.host, node.effective_port))
+    if more:
+        broker.host = ",".join(host_port(*node) for node in nodes)
+
+
+def _apply_one_url(broker: BrokerSettings, url: str) -> None:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("amqp", "amqps"):
         raise ConfigError("--url must start with amqp:// or amqps://")
@@ -306,7 +400,9 @@ def command_line_options(common: argparse.ArgumentParser) -> argparse.ArgumentPa
         help=f"synapse agent config file ([rabbitmq], [agent]); default {DEFAULT_AGENT_CONFIG} if present",
     )
     broker.add_argument(
-        "--url", metavar="URL", help="broker URL amqp(s)://user:password@host:port/vhost (overrides the file)"
+        "--url", metavar="URL", action="append",
+        help="broker URL amqp(s)://user:password@host:port/vhost (overrides the file); repeat it for "
+             "each node of a cluster, tried in order",
     )
     return broker
 
@@ -315,5 +411,5 @@ def from_command_line(args: argparse.Namespace) -> AgentSettings:
     """The settings that --agent-config names (else the default file), with --url applied."""
     settings = load_settings(args.agent_config)
     if args.url:
-        apply_url(settings.broker, args.url)
+        apply_url(settings.broker, *args.url)
     return settings

@@ -29,9 +29,10 @@ control character sent by a requester cannot forge a second log line.
 """
 
 import logging
+import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 import pika
 from pika import BasicProperties
@@ -40,7 +41,8 @@ from pika.adapters.select_connection import IOLoop
 from .admission import Answer, Summary
 from .broker import CoalescingConnection, explain_connection_failure
 from .publisher import ReplyPublisher
-from .settings import BrokerSettings
+from .settings import BrokerSettings, host_port
+from .status import AgentStatus
 
 if TYPE_CHECKING:
     from .execution import Dispatcher
@@ -231,14 +233,20 @@ class Topology:
     user_id: Optional[str]
     queue_arguments: Dict[str, Any] = field(default_factory=dict)
     reply_exchanges: FrozenSet[str] = frozenset()
+    delivery_limit: int = 0  # with a quorum queue: a request delivered this many times is abandoned
 
 
 class Backoff:
-    """Reconnection delays 1, 2, 4... seconds, capped at ``cap``; gives up after ``attempts``."""
+    """Reconnection delays 1, 2, 4... seconds, capped at ``cap``; gives up after ``attempts``.
 
-    def __init__(self, cap: float, attempts: int) -> None:
+    Each delay is drawn from the upper half of its step (jitter): the agents of a group that
+    lost the same broker node do not all come back in the same instant.
+    """
+
+    def __init__(self, cap: float, attempts: int, draw: Callable[[], float] = random.random) -> None:
         self._cap = cap
         self._attempts = attempts
+        self._draw = draw
         self.failures = 0
 
     @property
@@ -253,7 +261,30 @@ class Backoff:
         self.failures += 1
         if self.failures >= self._attempts:
             return None
-        return min(self._cap, 2.0 ** (self.failures - 1))
+        step = min(self._cap, 2.0 ** (self.failures - 1))
+        return step * (0.5 + 0.5 * self._draw())
+
+
+class Nodes:
+    """The broker nodes, tried in turn: after a failure the next node at once; the back-off
+    only once every node has failed in a row (a dead node must not delay the live ones)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.current = 0
+        self._failed_in_a_row = 0
+
+    def failed(self) -> bool:
+        """Move to the next node; True when every node has just failed in a row (time to back off)."""
+        self.current = (self.current + 1) % self.count
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row < self.count:
+            return False
+        self._failed_in_a_row = 0
+        return True
+
+    def succeeded(self) -> None:
+        self._failed_in_a_row = 0
 
 
 # Channel closes that retrying cannot fix while starting: no permission, no such exchange or
@@ -266,20 +297,22 @@ class Consumer:
 
     def __init__(
         self,
-        parameters: pika.ConnectionParameters,
+        parameters: List[pika.ConnectionParameters],
         topology: Topology,
         ioloop: IOLoop,
         backoff: Backoff,
         broker: BrokerSettings,
         on_consuming: Callable[[], None] = lambda: None,
+        status: Optional[AgentStatus] = None,
     ) -> None:
         self._parameters = parameters
+        self._nodes = Nodes(len(parameters))
         self._topology = topology
         self._dispatcher: "Optional[Dispatcher]" = None
         self._ioloop = ioloop
         self._backoff = backoff
         self._broker = broker
-        self._url = broker.describe()
+        self.status = status or AgentStatus(single_active=False)
         self._on_consuming = on_consuming
         self._publisher = ReplyPublisher(self._on_reply_settled)
         self._acks = Acks(lambda flush: ioloop.call_later(0, flush))
@@ -300,13 +333,23 @@ class Consumer:
     def start(self, dispatcher: "Dispatcher") -> None:
         """Open the first connection and hand every delivery to ``dispatcher``; the caller runs the IOLoop."""
         self._dispatcher = dispatcher
-        LOG.info("connecting to %s", self._url)
+        LOG.info("connecting to %s", self._broker.describe())
         self._connect()
+
+    @property
+    def _endpoint(self) -> Tuple[str, int]:
+        parameters = self._parameters[self._nodes.current]
+        return parameters.host, parameters.port
+
+    @property
+    def _url(self) -> str:
+        """The node in use now, as a password-free URL for log lines."""
+        return self._broker.describe(self._endpoint)
 
     def _connect(self) -> None:
         self._reconnect_timer = None
         self._connection = CoalescingConnection(
-            self._parameters,
+            self._parameters[self._nodes.current],
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_connection_open_error,
             on_close_callback=self._on_connection_closed,
@@ -314,12 +357,13 @@ class Consumer:
         )
 
     def _on_connection_open(self, connection: Any) -> None:
+        self.status.connected(host_port(*self._endpoint))
         self._publisher.attach(connection)
         connection.channel(on_open_callback=self._on_channel_open)
 
     def _on_connection_open_error(self, _connection: Any, error: Exception) -> None:
         self._connection = None
-        failure = explain_connection_failure(error, self._broker)
+        failure = explain_connection_failure(error, self._broker, self._endpoint)
         if failure.permanent and not self._consumed:
             self._fail(f"cannot log in to the broker at {self._url}: {failure.reason}")
             return
@@ -328,6 +372,7 @@ class Consumer:
     def _on_connection_closed(self, _connection: Any, reason: Exception) -> None:
         self._connection = self._channel = self._consumer_tag = None
         self._publisher.detach()
+        self.status.disconnected()
         if self._stopping:
             self._finish_stop()
             return
@@ -338,14 +383,21 @@ class Consumer:
         if self._stopping:
             self._finish_stop()
             return
+        if not self._nodes.failed():
+            LOG.warning("%s: %s; trying %s now", what, reason, self._url)
+            self._reconnect_timer = self._ioloop.call_later(0, self._connect)
+            return
         delay = self._backoff.next_delay()
         attempt = f"attempt {self._backoff.failures} of {self._backoff.attempts}"
+        if self._nodes.count > 1:
+            attempt += f", every one of the {self._nodes.count} nodes failed"
         if delay is None:
             LOG.error("%s (%s): %s; giving up", what, attempt, reason)
             self.exit_code = 1
             self.stop()
             return
-        LOG.warning("%s (%s): %s; retrying in %g s", what, attempt, reason, delay)
+        again = f"from {self._url} " if self._nodes.count > 1 else ""
+        LOG.warning("%s (%s): %s; retrying %sin %.1f s", what, attempt, reason, again, delay)
         self._reconnect_timer = self._ioloop.call_later(delay, self._connect)
 
     def _fail(self, message: str) -> None:
@@ -395,6 +447,8 @@ class Consumer:
         """Only now is the agent serving: say so, reset the back-off, tell systemd once."""
         LOG.info("consuming from queue %s on %s", self._topology.queue, self._url)
         self._backoff.reset()
+        self._nodes.succeeded()
+        self.status.consuming()
         if not self._consumed:
             self._consumed = True
             self._on_consuming()
@@ -421,6 +475,7 @@ class Consumer:
     def _on_message(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         delivery = Delivery(channel, method.delivery_tag, properties, body, redelivered=bool(method.redelivered))
         self._acks.delivered(delivery.tag)
+        self.status.delivered(method.redelivered)
         address = self._address(properties)
         refusal = address and self._reply_policy.refusal(address)
         if refusal:  # not run: its answer could only go where the requester may not send it
@@ -522,7 +577,8 @@ def _channel_hint(reason: Exception, topology: Topology) -> str:
         403: "the user lacks the permission: grant it configure/write/read on the queue and read on the exchange",
         404: (f"check [rabbitmq] exchange ('{topology.exchange}')" if topology.declare else
               "the queue does not exist: create it, or set [agent] declare = true"),
-        406: ("the queue exists with other arguments (queue_expires?): delete it "
-              f"(rabbitmqctl delete_queue {topology.queue}) or set [agent] queue_expires as it was"),
+        406: ("the queue exists with other arguments (queue_type, consumers, delivery_limit, queue_expires?): "
+              f"set them as they were, or recreate it (rabbitmqctl delete_queue {topology.queue}; "
+              "README: moving a classic queue to quorum)"),
     }
     return f"{code} {text}; {hints.get(code, 'see the broker log')}"

@@ -1,6 +1,8 @@
 """Test doubles and broker helpers shared by the agent tests, the agent subprocess and the benches."""
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -20,7 +22,9 @@ class FakeController:
 
     Each request may carry ``attributes.sleep`` (seconds), ``attributes.n`` (an execution
     label) and ``attributes.hold`` (it waits until the test calls ``release(hold)``);
-    ``executions`` counts labels, ``order`` lists (vm, n) in start order per VM.
+    ``executions`` counts labels, ``order`` lists (vm, n) in start order per VM. In an agent
+    process, ``attributes.whoami`` adds its pid to the reply (which agent of a group answered)
+    and ``attributes.die`` kills it with SIGKILL (a request that kills every agent taking it).
     """
 
     __resource__ = "cloudmanagers"
@@ -43,6 +47,8 @@ class FakeController:
 
     def process(self, message: Dict[str, Any]) -> Dict[str, Any]:
         attributes = message.get("attributes") or {}
+        if attributes.get("die"):
+            os.kill(os.getpid(), signal.SIGKILL)
         with self._lock:
             self.executions[attributes.get("n")] += 1
             self.order[attributes.get("name")].append(attributes.get("n"))
@@ -54,10 +60,10 @@ class FakeController:
         time.sleep(attributes.get("sleep", self.latency))
         with self._lock:
             self.running -= 1
-        return make_response(
-            self.agent_uuid, message.get("id"), self.__resource__,
-            status={"action": message["action"], "n": attributes.get("n")},
-        )
+        status = {"action": message["action"], "n": attributes.get("n")}
+        if attributes.get("whoami"):
+            status["pid"] = os.getpid()
+        return make_response(self.agent_uuid, message.get("id"), self.__resource__, status=status)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -87,14 +93,15 @@ def agent_settings(**overrides: Any) -> AgentSettings:
 class AgentThread:
     """An AgentService running in a thread; ``stop()`` drains it and removes its queue."""
 
-    def __init__(self, settings: AgentSettings, controller: Any) -> None:
+    def __init__(self, settings: AgentSettings, controller: Any,
+                 broker: Optional[pika.ConnectionParameters] = None) -> None:
         self.settings = settings
         self.controller = controller
         self.service = AgentService(settings, controller)
         self.thread = threading.Thread(target=self._run, name="agent", daemon=True)
         self.exit_code: Optional[int] = None
         self.thread.start()
-        wait_for_consumer(settings.uuid)
+        wait_for_consumer(settings.uuid, broker=broker)
 
     def _run(self) -> None:
         self.exit_code = self.service.run()
@@ -105,10 +112,10 @@ class AgentThread:
         assert not self.thread.is_alive(), "agent did not stop"
 
 
-def wait_for_consumer(queue: str, timeout: float = 10.0) -> None:
-    """Block until ``queue`` exists and has a consumer."""
+def wait_for_consumer(queue: str, timeout: float = 10.0, broker: Optional[pika.ConnectionParameters] = None) -> None:
+    """Block until ``queue`` exists and has a consumer (on ``broker``, else the local one)."""
     deadline = time.monotonic() + timeout
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+    with pika.BlockingConnection(broker or pika.ConnectionParameters("127.0.0.1")) as connection:
         while time.monotonic() < deadline:
             channel = connection.channel()
             try:
@@ -125,8 +132,8 @@ def wait_for_consumer(queue: str, timeout: float = 10.0) -> None:
 class Requester:
     """Publishes raw requests and collects replies on a private queue."""
 
-    def __init__(self) -> None:
-        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+    def __init__(self, broker: Optional[pika.ConnectionParameters] = None) -> None:
+        self.connection = pika.BlockingConnection(broker or pika.ConnectionParameters("127.0.0.1"))
         self.channel = self.connection.channel()
         self.queue = self.channel.queue_declare("", exclusive=True).method.queue
         self.received: List[Tuple[Any, Any, bytes]] = []

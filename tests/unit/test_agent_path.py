@@ -13,7 +13,7 @@ from cloudmanagers_plugin.agent.execution import AnswerCache, Dispatcher, cached
 from cloudmanagers_plugin.agent.publisher import ReplyPublisher
 from cloudmanagers_plugin.agent.settings import BrokerSettings
 from cloudmanagers_plugin.agent.transport import (
-    Acks, Backoff, Consumer, Delivery, ReplyAddress, Topology, reply_address,
+    Acks, Backoff, Consumer, Delivery, Nodes, ReplyAddress, Topology, reply_address,
 )
 from tests.support.agent import FakeController
 
@@ -129,7 +129,8 @@ class Loop:
 
 def consumer(attempts=3, loop=None):
     topology = Topology("queue", "", True, 1, "", "", None)
-    return Consumer(pika.ConnectionParameters(), topology, loop or Loop(), Backoff(4, attempts), BrokerSettings())
+    return Consumer([pika.ConnectionParameters()], topology, loop or Loop(), Backoff(4, attempts, draw=lambda: 1.0),
+                    BrokerSettings())
 
 
 def test_the_consumer_gives_up_after_the_last_attempt_and_exits_1():
@@ -150,10 +151,37 @@ def test_a_broker_cancel_closes_the_channel_so_the_consumer_reconnects():
 
 
 def test_backoff_doubles_up_to_its_cap_then_gives_up():
-    backoff = Backoff(cap=5, attempts=6)
+    backoff = Backoff(cap=5, attempts=6, draw=lambda: 1.0)
     assert [backoff.next_delay() for _ in range(6)] == [1, 2, 4, 5, 5, None]
     backoff.reset()
     assert backoff.next_delay() == 1
+
+
+def test_backoff_jitter_draws_each_delay_from_the_upper_half_of_its_step():
+    low, high = Backoff(cap=5, attempts=10, draw=lambda: 0.0), Backoff(cap=5, attempts=10, draw=lambda: 0.999)
+    assert [low.next_delay() for _ in range(4)] == [0.5, 1, 2, 2.5]
+    assert all(0.99 < delay / step <= 1 for delay, step in zip((high.next_delay() for _ in range(4)), (1, 2, 4, 5)))
+    drawn = {Backoff(cap=5, attempts=10).next_delay() for _ in range(50)}  # the real draw: spread, bounded
+    assert len(drawn) > 40 and all(0.5 <= delay <= 1 for delay in drawn)
+
+
+def test_nodes_are_tried_in_turn_and_the_backoff_comes_after_a_whole_round():
+    nodes = Nodes(3)
+    assert [(nodes.failed(), nodes.current) for _ in range(4)] == [(False, 1), (False, 2), (True, 0), (False, 1)]
+    nodes.succeeded()  # consuming on node 1: a later loss tries 2 and 0 before backing off
+    assert [nodes.failed() for _ in range(3)] == [False, False, True]
+
+
+def test_a_lost_node_is_followed_at_once_by_the_next_then_the_round_backs_off():
+    loop = Loop()
+    subject = Consumer([pika.ConnectionParameters("a", 1), pika.ConnectionParameters("b", 2)],
+                       Topology("queue", "", True, 1, "", "", None), loop, Backoff(4, 10, draw=lambda: 1.0),
+                       BrokerSettings(host="a:1,b:2"))
+    subject._consumed = True
+    subject._on_connection_closed(None, ConnectionResetError("node a died"))
+    assert loop.delays == [0] and subject._endpoint == ("b", 2) and subject.status.role == "disconnected"
+    subject._on_connection_open_error(None, ConnectionRefusedError(111, "Connection refused"))
+    assert loop.delays == [0, 1.0] and subject._endpoint == ("a", 1)
 
 
 # -- the dispatcher -----------------------------------------------------------------------------

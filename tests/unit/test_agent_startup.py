@@ -53,7 +53,7 @@ def test_backoff_resets_only_once_consuming():
     backoff = Backoff(cap=5, attempts=100)
     settings = agent_settings()
     topology = Topology(settings.uuid, "", True, 1, "", "", None)
-    consumer = Consumer(pika.ConnectionParameters(), topology, None, backoff, settings.broker)
+    consumer = Consumer([pika.ConnectionParameters()], topology, None, backoff, settings.broker)
     backoff.next_delay(), backoff.next_delay(), backoff.next_delay()
     consumer._on_connection_open(_FakeConnection())  # TCP and AMQP handshake done, nothing consumed yet
     assert backoff.failures == 3

@@ -35,7 +35,7 @@ def tls_broker(pki, **overrides):
 
 
 def test_plain_connection_uses_login_and_port():
-    params = connection_parameters(BrokerSettings(username="u", password="p", heartbeat=7), "n")
+    [params] = connection_parameters(BrokerSettings(username="u", password="p", heartbeat=7), "n")
     assert params.ssl_options is None and params.port == 5672 and params.heartbeat == 7
     assert isinstance(params.credentials, PlainCredentials) and params.credentials.username == "u"
     assert params.client_properties["connection_name"] == "n"
@@ -43,7 +43,7 @@ def test_plain_connection_uses_login_and_port():
 
 
 def test_use_ssl_verifies_the_broker(pki):
-    params = connection_parameters(tls_broker(pki), "n")
+    [params] = connection_parameters(tls_broker(pki), "n")
     context = params.ssl_options.context
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert params.ssl_options.server_hostname == "rabbit.example"
@@ -53,7 +53,7 @@ def test_use_ssl_verifies_the_broker(pki):
 
 def test_ssl_auth_adds_client_certificate_and_external(pki):
     broker = tls_broker(pki, ssl_auth=True)
-    params = connection_parameters(broker, "n")
+    [params] = connection_parameters(broker, "n")
     assert isinstance(params.credentials, ExternalCredentials)
     assert params.ssl_options.context.verify_mode == ssl.CERT_REQUIRED
     assert login_user_id(broker) is None  # the broker derives the user from the certificate
