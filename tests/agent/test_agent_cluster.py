@@ -7,6 +7,7 @@ import uuid as uuidlib
 
 import pytest
 
+from cloudmanagers_plugin.cli import main
 from tests.support.agent import AgentThread, FakeController, Requester, agent_settings, request
 from tests.support.cluster import AgentProcess
 
@@ -126,3 +127,11 @@ def test_competing_consumers_all_get_work(cluster, queue, agents):
     finally:
         requester.close()
 
+
+
+def test_call_takes_the_first_node_that_answers(cluster, queue, agents, capsys):
+    agents(1, "--consumers", "competing")
+    second = cluster.nodes()[1]
+    code = main(["call", "read", "cm1", "--name", "web", "--attr", "n=7", "--target", queue, "--timeout", "10",
+                 "--url", f"amqp://guest:guest@{NOBODY}/", "--url", f"amqp://guest:guest@{second.address}/"])
+    assert code == 0 and "n             7" in capsys.readouterr().out
