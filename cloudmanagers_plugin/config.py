@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, MissingLibrary, NotFound
+from .transport_url import TransportUrl
+from .transport_url import parse as parse_transport_url
 from .values import parse_bool
 
 LOG = logging.getLogger(__name__)
@@ -37,7 +39,7 @@ KNOWN_KEYS = frozenset(
         "region_name", "interface", "cacert", "insecure", "timeout", "cloud", "clouds_yaml",
         "networks", "compute_api_version", "protect_running", "password_file",
         "application_credential_id", "application_credential_name", "application_credential_secret",
-        "application_credential_secret_file",
+        "application_credential_secret_file", "notifications_url", "notifications_exchange", "remediate",
     }
 )
 
@@ -75,6 +77,9 @@ class CloudManagerConfig:
     application_credential_name: Optional[str] = None
     application_credential_secret: Optional[str] = field(default=None, repr=False)
     application_credential_secret_file: Optional[str] = None
+    notifications_url: Optional[TransportUrl] = None  # the cloud's bus, for Nova's notifications
+    notifications_exchange: str = "nova"
+    remediate: bool = False  # re-apply a monitored VM's desired state when it drifts
 
     @property
     def uses_application_credential(self) -> bool:
@@ -301,6 +306,10 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
         application_credential_name=app_name,
         application_credential_secret=app_secret,
         application_credential_secret_file=values.get("application_credential_secret_file") or None,
+        notifications_url=(parse_transport_url(values["notifications_url"], where("notifications_url"))
+                           if values.get("notifications_url") else None),
+        notifications_exchange=values.get("notifications_exchange") or "nova",
+        remediate=_boolean(values.get("remediate", "false"), where("remediate")),
     )
 
 

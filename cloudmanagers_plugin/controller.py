@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import states
 from .config import CloudManagerConfig, ConfigFile
+from .desired import DesiredState, DesiredStateRecorder, desired_after
 from .drivers import driver_class
 from .drivers.base import DELETED, CloudDriver, Console, CreateOptions, Server, is_uuid
 from .errors import BadRequest, CloudManagerError, Conflict, NotFound
@@ -51,9 +52,12 @@ class CloudmanagersController(ResourcesController):
 
     __resource__ = "cloudmanagers"
 
-    def __init__(self, module: Any = None, config_path: Optional[str] = None, agent_uuid: str = ""):
+    def __init__(self, module: Any = None, config_path: Optional[str] = None, agent_uuid: str = "",
+                 desired_states: Optional[DesiredStateRecorder] = None):
         super().__init__(module)
         self.agent_uuid = agent_uuid
+        # Where ``monitor`` leads: the standalone agent's store; none inside a legacy synapse agent.
+        self.desired_states = desired_states
         self.config = ConfigFile(config_path)
         self._drivers: Dict[str, CloudDriver] = {}
         self._drivers_lock = threading.Lock()
@@ -88,8 +92,10 @@ class CloudmanagersController(ResourcesController):
         envelope = parse_envelope(message, self.__resource__, collection_optional=True)
         if envelope.action not in self._actions:
             raise BadRequest(f"unknown action '{echo(envelope.action)}'; use read, create, update, delete or ping")
-        # The synapse agent always adds its ``monitor`` flag; this plugin keeps no monitored state.
+        # ``monitor`` travels in the attributes, as the synapse agent hands it to plugins.
         attributes = {key: value for key, value in envelope.attributes.items() if key != "monitor"}
+        if envelope.monitor is not None:
+            attributes["monitor"] = envelope.monitor
         return envelope.action, envelope.cm_id, attributes
 
     def _reply(self, res_id: Any, status: Optional[Status] = None, error: Optional[str] = None) -> Any:
@@ -148,6 +154,7 @@ class CloudmanagersController(ResourcesController):
         user_data = _user_data(attributes)
         options = _create_options(attributes)
         wait = _wait(attributes)
+        monitor = _monitor(attributes)
         request_id = correlation_id()
         if request_id:
             options = replace(options, metadata={**options.metadata, CREATE_MARK: request_id})
@@ -167,8 +174,10 @@ class CloudmanagersController(ResourcesController):
             server = _keep_only_the_oldest(driver, res_id, name, server, request_id)
         if wait:
             server = driver.wait_for_status(server.id, {states.RUNNING}, wait)
-        return {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
-                "vm_id": server.id}
+        reply = {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
+                 "vm_id": server.id}
+        self._keep_desired(reply, res_id, monitor, DesiredState(states.RUNNING, flavor.id, name))
+        return reply
 
     def update(self, res_id: str = "", attributes: Optional[Dict[str, Any]] = None) -> Status:
         """Change a VM's state (``status``), resize it (``flavor``, ``confirm``, ``revert``), and the
@@ -182,9 +191,10 @@ class CloudmanagersController(ResourcesController):
         revert = _flag(attributes, "revert")
         day2 = _day2(attributes)
         wait = _wait(attributes)
-        if not (requested or flavor_ref or revert or day2):
+        monitor = _monitor(attributes)
+        if not (requested or flavor_ref or revert or day2 or monitor is not None):
             raise BadRequest("update needs 'status' and/or 'flavor' (or 'revert': true), or a day-2 action: "
-                             "'snapshot', 'metadata', 'tags', 'rename'")
+                             "'snapshot', 'metadata', 'tags', 'rename', or 'monitor'")
         row = states.normalise(requested) if requested else None
         stop_at_verify = bool(row and row.by_resize)
         if stop_at_verify and (confirm or revert):
@@ -194,6 +204,8 @@ class CloudmanagersController(ResourcesController):
         if day2.rename and day2.rename != server.name and driver.servers_named(day2.rename):
             raise Conflict(f"cannot rename VM '{server.name}': a VM named '{day2.rename}' already exists on '{res_id}'")
         reply: Status = {"cloudmanager": res_id, "vm_name": server.name, "vm_id": server.id}
+        desired = (_desired_after_update(driver, server, requested, flavor, revert, monitor)
+                   if self._monitoring(res_id, server.id, monitor) else None)
         actions = self._edit(driver, server, day2)
         if day2.rename:
             reply["vm_name"] = day2.rename
@@ -216,6 +228,9 @@ class CloudmanagersController(ResourcesController):
                                      else driver.image_status(reply["image_id"]))
         reply["vm_status"] = server.status
         reply["vm_actions"] = actions
+        if desired is not None:
+            desired = DesiredState(desired.status, desired.flavor, reply["vm_name"])
+        self._keep_desired(reply, res_id, monitor, desired)
         return reply
 
     @staticmethod
@@ -264,11 +279,34 @@ class CloudmanagersController(ResourcesController):
                 "(protect_running = true): shut it down first (status: shutdown) or send force: true"
             )
         driver.delete(server.id)
+        if self.desired_states is not None:  # deleted on request: not a drift
+            self.desired_states.forget(res_id, server.id)
         status = driver.wait_for_status(server.id, {DELETED}, wait).status if wait else server.status
         return {"cloudmanager": res_id, "deleted": True, "vm_name": server.name, "vm_status": status,
                 "vm_id": server.id}
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _monitoring(self, res_id: str, vm_id: str, monitor: Optional[bool]) -> bool:
+        """Whether this update touches a desired state (which may cost a flavor look-up)."""
+        if self.desired_states is None or monitor is False:
+            return False
+        return bool(monitor) or self.desired_states.knows(res_id, vm_id)
+
+    def _keep_desired(self, reply: Status, res_id: str, monitor: Optional[bool],
+                      desired: Optional[DesiredState]) -> None:
+        """Hand a VM's desired state to the recorder: ``monitor`` true records it, false forgets
+        it, absent lets a monitored VM's desired state follow the change just made."""
+        if self.desired_states is None:
+            return
+        if monitor is False:
+            self.desired_states.forget(res_id, reply["vm_id"])
+        elif monitor and desired is not None:
+            self.desired_states.record(res_id, reply["vm_id"], desired)
+        elif desired is not None:
+            self.desired_states.follow(res_id, reply["vm_id"], desired)
+        if monitor is not None:
+            reply["vm_monitored"] = monitor
 
     def _section(self, res_id: str) -> Tuple[CloudManagerConfig, CloudDriver]:
         """The section's config and its long-lived driver (rebuilt only if the section changed)."""
@@ -399,6 +437,24 @@ def _count(attributes: Dict[str, Any], key: str, most: int) -> Optional[int]:
     if not 1 <= int(value) <= most:
         raise BadRequest(f"attribute '{key}' must be between 1 and {most}")
     return int(value)
+
+
+def _monitor(attributes: Dict[str, Any]) -> Optional[bool]:
+    """synapse's ``monitor``: true, false, or None when the request leaves it out."""
+    return _flag(attributes, "monitor") if attributes.get("monitor") is not None else None
+
+
+def _desired_after_update(driver: CloudDriver, server: Server, requested: Optional[str], flavor: Any,
+                          revert: bool, monitor: Optional[bool]) -> Optional[DesiredState]:
+    """The desired state an update sets: after a state change or a resize, the state it leads to;
+    with ``monitor: true`` alone, the VM as it is now; None when the update changes neither.
+    A revert goes back to a flavor the VM no longer names: the flavor is then left unchecked."""
+    current_flavor = None if revert else (flavor.id if flavor else driver.flavor_id(server.flavor_name))
+    if requested or flavor or revert:
+        return desired_after(requested, server.status, current_flavor)
+    if monitor:
+        return DesiredState(server.status, current_flavor)
+    return None
 
 
 def _wait(attributes: Dict[str, Any]) -> Optional[float]:

@@ -71,6 +71,11 @@ class Envelope:
         return self.message["attributes"]
 
     @property
+    def monitor(self) -> Optional[bool]:
+        """``monitor`` as sent: true, false, or None when the request leaves it out."""
+        return self.message.get("monitor")
+
+    @property
     def vm_name(self) -> str:
         """The VM name as the controller reads it (normalised by ``parse_envelope``)."""
         return text_value(self.attributes.get("name")) or ""
@@ -91,7 +96,8 @@ def parse_envelope(message: Any, serves: str, collection_optional: bool = False)
     as the controller reads it (stripped; a number as text), so the agent's per-VM ordering key
     and the controller always mean the same VM.
     """
-    merged = {"id": "", "attributes": {}, "monitor": False, **as_object(message)}  # the legacy defaults
+    # the legacy defaults, but for ``monitor``: absent (leave monitoring as it is) is not false (stop it)
+    merged = {"id": "", "attributes": {}, **as_object(message)}
     if collection_optional:
         merged.setdefault("collection", serves)
     _require_text(merged, "collection")
@@ -104,7 +110,8 @@ def parse_envelope(message: Any, serves: str, collection_optional: bool = False)
         raise BadRequest(f"'id' must be a string (a cloud manager id), got {json_type(cm_id)}")
     checked_text("'id'", cm_id)
     _require_type(merged, "attributes", dict, "an object")
-    _require_type(merged, "monitor", bool, "true or false")
+    if "monitor" in merged:
+        _require_type(merged, "monitor", bool, "true or false")
     if "timestamp" in merged:
         _require_type(merged, "timestamp", str, "a string")
     name = text_value(merged["attributes"].get("name"))

@@ -105,8 +105,16 @@ def test_envelope_validation(message, error):
 def test_validation_merges_legacy_defaults():
     request = parse_envelope(
         {"collection": "cloudmanagers", "action": "read", "attributes": {"name": "vm"}}, "cloudmanagers")
-    assert request.message["id"] == "" and request.message["monitor"] is False
+    assert request.message["id"] == "" and request.message["attributes"] == {"name": "vm"}
     assert (request.cm_id, request.vm_name) == ("", "vm")
+
+
+def test_monitor_absent_is_not_false():
+    """Absent leaves monitoring as it is; false stops it: the two must stay apart."""
+    request = {"collection": "cloudmanagers", "action": "update"}
+    assert parse_envelope(request, "cloudmanagers").monitor is None
+    assert parse_envelope({**request, "monitor": False}, "cloudmanagers").monitor is False
+    assert parse_envelope({**request, "monitor": True}, "cloudmanagers").monitor is True
 
 
 @pytest.mark.parametrize("filters", [[], {"uuids": "a"}, {"uuids": [1]}])

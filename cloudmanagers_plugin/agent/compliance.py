@@ -1,0 +1,203 @@
+"""Compliance of monitored VMs: synapse's ``compliance_error`` and ``compliance_ok`` messages.
+
+Every change event and every reconcile of a section compares each monitored VM with its
+desired state (``judge``). A VM in the middle of a transition (a task under way, BUILD, a
+reboot, a resize awaiting its confirmation with the desired flavor) gets no verdict yet. A
+drift (stopped or paused outside the controller, ERROR, another flavor, deleted) publishes
+``compliance_error``; while the drift lasts it is repeated at most once per ``alert_interval``
+(synapse's ``[compliance] alert_interval``, 3600 s by default); the VM back where it should be
+publishes ``compliance_ok`` once. A VM deleted outside the controller cannot come back (the
+agent never creates): after its one ``compliance_error`` it is no longer monitored.
+
+With ``remediate = true`` in its section, a drift is answered by an ``update`` through the
+controller, so through the one transition table (start, unpause, resume...; a resize with its
+confirmation for a flavor drift): never a delete or a create. The ``compliance_error``
+message says what was asked and what happened (``remediation``).
+
+The message keeps synapse's shape: ``status`` is the desired state, ``current_status`` the VM
+as read (the VM-details keys), ``compliant``, ``back_to_compliance``, ``timestamp`` and
+``last_alert`` (ISO 8601, UTC), plus ``vm_id`` and ``reason``.
+"""
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+from .. import states
+from ..desired import DesiredState
+from .desired_store import DesiredStateStore, Monitored
+
+LOG = logging.getLogger(__name__)
+
+DEFAULT_ALERT_INTERVAL = 3600.0  # synapse's [compliance] alert_interval
+# Statuses Nova passes through on its way somewhere: no verdict until the VM settles.
+TRANSIENT = frozenset({"BUILD", "REBOOT", "HARD_REBOOT", "RESIZE", "REVERT_RESIZE", "MIGRATING", "REBUILD",
+                       "PASSWORD"})
+DELETED = "DELETED"
+
+View = Optional[Mapping[str, Any]]  # a VM as the change feed read it (VM-details keys); None: gone
+Publish = Callable[[str, str, Dict[str, Any], Dict[str, Any]], None]  # section, msg_type, status, extra keys
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``ok``, ``drift`` (with the reason and what differs) or ``pending`` (no verdict yet)."""
+
+    kind: str
+    reason: str = ""
+    status_differs: bool = False
+    flavor_differs: bool = False
+
+    @property
+    def deleted(self) -> bool:
+        return self.kind == "drift" and self.reason.startswith("deleted")
+
+
+OK, PENDING = Verdict("ok"), Verdict("pending")
+
+
+def judge(desired: DesiredState, view: View) -> Verdict:
+    """Compare a VM as read with its desired state."""
+    if view is None or view.get("vm_event") == "deleted" or view.get("vm_status") == DELETED:
+        return Verdict("drift", "deleted outside the controller")
+    status, flavor = view.get("vm_status"), view.get("vm_flavor")
+    if status == "ERROR":
+        fault = view.get("vm_fault") or {}
+        detail = f": {fault.get('message')}" if isinstance(fault, dict) and fault.get("message") else ""
+        return Verdict("drift", f"the VM is in ERROR{detail}", status_differs=True)
+    if view.get("vm_task_state") or status in TRANSIENT:
+        return PENDING
+    flavor_differs = bool(desired.flavor and flavor and flavor != desired.flavor)
+    if status == states.VERIFY_RESIZE:
+        return Verdict("drift", f"resized to flavor {flavor} outside the controller, desired {desired.flavor}",
+                       flavor_differs=True) if flavor_differs else PENDING
+    row = states.TRANSITIONS.get(desired.status)
+    if not (row.reached(status) if row else status == desired.status):
+        return Verdict("drift", f"the VM is {status}, desired {desired.status}", status_differs=True,
+                       flavor_differs=flavor_differs)
+    if flavor_differs:
+        return Verdict("drift", f"the VM has flavor {flavor}, desired {desired.flavor}", flavor_differs=True)
+    return OK
+
+
+def remediation_attributes(vm_id: str, desired: DesiredState, verdict: Verdict) -> Optional[Dict[str, Any]]:
+    """The ``update`` attributes that re-apply ``desired``; None when nothing may (a deleted VM)."""
+    if verdict.deleted or not (verdict.status_differs or verdict.flavor_differs):
+        return None
+    attributes: Dict[str, Any] = {"name": vm_id}
+    if verdict.status_differs:
+        attributes["status"] = desired.status
+    if verdict.flavor_differs:
+        attributes.update(flavor=desired.flavor, confirm=True)
+    return attributes
+
+
+def _utc(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ComplianceMonitor:
+    """Judges monitored VMs on every event and reconcile; publishes and remediates (thread-safe).
+
+    ``run_update(section, attributes)`` runs an ``update`` through the controller and returns
+    its reply; ``remediates(section)`` says whether the section sets ``remediate = true``.
+    """
+
+    def __init__(self, store: DesiredStateStore, publish: Publish, alert_interval: float,
+                 remediates: Callable[[str], bool], run_update: Callable[[str, Dict[str, Any]], Dict[str, Any]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._publish = publish
+        self._alert_interval = alert_interval
+        self._remediates = remediates
+        self._run_update = run_update
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last_alert: Dict[Tuple[str, str], float] = {}
+        self._remediation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remediation")
+
+    def on_event(self, section: str, status: Mapping[str, Any]) -> None:
+        """A change event of ``section`` (VM-details keys plus ``vm_event``)."""
+        vm_id = status.get("vm_id")
+        entry = self._store.get(section, vm_id) if isinstance(vm_id, str) else None
+        if entry is not None:
+            self._check(section, vm_id, entry, status)
+
+    def on_reconcile(self, section: str, views: Mapping[str, Mapping[str, Any]]) -> None:
+        """A full read of ``section``: every VM it has, by id; a monitored VM missing is deleted."""
+        for vm_id, entry in self._store.monitored(section).items():
+            self._check(section, vm_id, entry, views.get(vm_id))
+
+    def close(self) -> None:
+        """Let a remediation under way finish."""
+        self._remediation.shutdown(wait=True)
+
+    def _check(self, section: str, vm_id: str, entry: Monitored, view: View) -> None:
+        verdict = judge(entry.desired, view)
+        if verdict.kind == "pending":
+            return
+        key = (section, vm_id)
+        now = self._clock()
+        with self._lock:
+            if verdict.kind == "ok":
+                if entry.compliant:
+                    return
+                self._store.set_compliant(section, vm_id, True)
+                self._last_alert.pop(key, None)
+            else:
+                last = self._last_alert.get(key)
+                if not entry.compliant and last is not None and now - last < self._alert_interval:
+                    return
+                self._store.set_compliant(section, vm_id, False)
+                self._last_alert[key] = now
+        if verdict.kind == "ok":
+            self._send(section, vm_id, entry.desired, view, verdict, now, None)
+            return
+        if verdict.deleted:
+            self._store.forget(section, vm_id)
+        attributes = remediation_attributes(vm_id, entry.desired, verdict) if self._remediates(section) else None
+        if attributes is None:
+            self._send(section, vm_id, entry.desired, view, verdict, now, None)
+        else:
+            self._remediation.submit(self._remediate, section, vm_id, entry.desired, view, verdict, now, attributes)
+
+    def _remediate(self, section: str, vm_id: str, desired: DesiredState, view: View, verdict: Verdict,
+                   now: float, attributes: Dict[str, Any]) -> None:
+        """Worker: run the update, then say what it did in the ``compliance_error``."""
+        asked = {key: value for key, value in attributes.items() if key != "name"}
+        try:
+            reply = self._run_update(section, attributes)
+        except Exception as err:  # the message must still go out
+            LOG.exception("remediating VM %s of '%s' failed", vm_id, section)
+            reply = {"error": f"internal error ({type(err).__name__})"}
+        if reply.get("error"):
+            outcome = {"update": asked, "error": reply["error"]}
+            LOG.warning("section '%s': VM %s drifted (%s); remediation %s failed: %s", section, vm_id,
+                        verdict.reason, asked, reply["error"])
+        else:
+            outcome = {"update": asked, "vm_actions": (reply.get("status") or {}).get("vm_actions", [])}
+            LOG.info("section '%s': VM %s drifted (%s); remediated: %s", section, vm_id, verdict.reason,
+                     outcome["vm_actions"])
+        self._send(section, vm_id, desired, view, verdict, now, outcome)
+
+    def _send(self, section: str, vm_id: str, desired: DesiredState, view: View, verdict: Verdict, now: float,
+              remediation: Optional[Dict[str, Any]]) -> None:
+        ok = verdict.kind == "ok"
+        status = {"vm_id": vm_id, "vm_name": desired.vm_name, "vm_status": desired.status,
+                  "vm_flavor": desired.flavor}
+        current = dict(view) if view is not None else {"vm_id": vm_id, "vm_status": DELETED}
+        extra: Dict[str, Any] = {"vm_id": vm_id, "current_status": current, "compliant": ok,
+                                 "back_to_compliance": ok, "timestamp": _utc(now),
+                                 "last_alert": None if ok else _utc(now)}
+        if not ok:
+            extra["reason"] = verdict.reason
+            extra["remediation"] = remediation
+        else:
+            LOG.info("section '%s': VM %s is back to its desired state (%s)", section, vm_id, desired.status)
+        if not ok and remediation is None:
+            LOG.warning("section '%s': VM %s drifted from its desired state: %s", section, vm_id, verdict.reason)
+        self._publish(section, "compliance_ok" if ok else "compliance_error", status, extra)

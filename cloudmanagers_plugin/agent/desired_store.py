@@ -1,0 +1,130 @@
+"""The monitored VMs' desired states, kept in one JSON file under ``[agent] state_dir``.
+
+The file survives restarts, so monitoring goes on where it was: ``{"format": 1, "sections":
+{section: {vm_id: {"status", "flavor", "vm_name", "compliant"}}}}``. Every change rewrites it
+whole, atomically (a temporary file in the same folder, fsync, rename), so a crash leaves the
+old file or the new one, never half of one. A file that cannot be parsed is moved aside
+(``.unreadable``) with an error line, and monitoring starts empty rather than not at all.
+"""
+
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from ..desired import DesiredState
+from ..errors import ConfigError
+
+LOG = logging.getLogger(__name__)
+
+FILE_NAME = "monitored.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Monitored:
+    """One monitored VM: its desired state, and whether it was compliant when last judged."""
+
+    desired: DesiredState
+    compliant: bool = True
+
+
+class DesiredStateStore:
+    """Thread-safe; implements ``desired.DesiredStateRecorder`` for the controller."""
+
+    def __init__(self, state_dir: str) -> None:
+        self.path = os.path.join(state_dir, FILE_NAME)
+        self._lock = threading.Lock()
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"[agent] state_dir {state_dir}: cannot create it ({err.strerror})") from None
+        self._sections: Dict[str, Dict[str, Monitored]] = self._load()
+
+    # -- the recorder (the controller's side) -------------------------------------------------
+
+    def record(self, section: str, vm_id: str, desired: DesiredState) -> None:
+        with self._lock:
+            self._sections.setdefault(section, {})[vm_id] = Monitored(desired)
+            self._save()
+
+    def follow(self, section: str, vm_id: str, desired: DesiredState) -> None:
+        with self._lock:
+            known = self._sections.get(section, {}).get(vm_id)
+            if known is None or known.desired == desired:
+                return
+            self._sections[section][vm_id] = Monitored(desired, known.compliant)
+            self._save()
+
+    def forget(self, section: str, vm_id: str) -> None:
+        with self._lock:
+            if self._sections.get(section, {}).pop(vm_id, None) is None:
+                return
+            if not self._sections[section]:
+                del self._sections[section]
+            self._save()
+
+    def knows(self, section: str, vm_id: str) -> bool:
+        with self._lock:
+            return vm_id in self._sections.get(section, {})
+
+    # -- the compliance monitor's side --------------------------------------------------------
+
+    def get(self, section: str, vm_id: str) -> Optional[Monitored]:
+        with self._lock:
+            return self._sections.get(section, {}).get(vm_id)
+
+    def monitored(self, section: str) -> Dict[str, Monitored]:
+        with self._lock:
+            return dict(self._sections.get(section, {}))
+
+    def set_compliant(self, section: str, vm_id: str, compliant: bool) -> None:
+        with self._lock:
+            known = self._sections.get(section, {}).get(vm_id)
+            if known is None or known.compliant == compliant:
+                return
+            self._sections[section][vm_id] = Monitored(known.desired, compliant)
+            self._save()
+
+    # -- the file -----------------------------------------------------------------------------
+
+    def _load(self) -> Dict[str, Dict[str, Monitored]]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                document = json.load(handle)
+            return {section: {vm_id: Monitored(DesiredState.from_dict(entry), bool(entry.get("compliant", True)))
+                              for vm_id, entry in vms.items()}
+                    for section, vms in document["sections"].items()}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            aside = self.path + ".unreadable"
+            LOG.error("%s cannot be read (%s): moved to %s; no VM is monitored until requests ask again",
+                      self.path, err, aside)
+            try:
+                os.replace(self.path, aside)
+            except OSError:
+                pass
+            return {}
+
+    def _save(self) -> None:
+        document: Dict[str, Any] = {"format": FORMAT, "sections": {
+            section: {vm_id: {**entry.desired.as_dict(), "compliant": entry.compliant} for vm_id, entry in vms.items()}
+            for section, vms in self._sections.items()}}
+        folder = os.path.dirname(self.path)
+        try:
+            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".monitored-", suffix=".json")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump(document, handle, indent=1, sort_keys=True)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, self.path)
+            except BaseException:
+                os.unlink(temporary)
+                raise
+        except OSError as err:  # monitoring goes on in memory; the next change tries the file again
+            LOG.error("cannot write %s (%s): monitored states kept in memory only", self.path, err.strerror or err)

@@ -1,0 +1,96 @@
+"""A cloud's message bus URL, as oslo.messaging writes it (``notifications_url`` of a section).
+
+``rabbit://user:password@host:5672/vhost`` (``amqp://`` too), or several brokers of one
+cluster, ``rabbit://u:p@host1:5672,u:p@host2:5672/vhost``, which the listener tries in turn;
+``rabbits://``/``amqps://`` or ``?ssl=1`` asks for TLS. The password is a secret: ``masked``
+is the only form that may reach a log line, a reply or an exception.
+"""
+
+import urllib.parse
+from dataclasses import dataclass, field
+from typing import Tuple
+
+from .errors import ConfigError
+
+PLAIN_SCHEMES = ("rabbit", "amqp")
+TLS_SCHEMES = ("rabbits", "amqps")
+DEFAULT_PORTS = {False: 5672, True: 5671}
+
+
+@dataclass(frozen=True)
+class Broker:
+    """One broker of the bus."""
+
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class TransportUrl:
+    """A parsed bus URL: one or more brokers, one vhost, TLS or not."""
+
+    scheme: str
+    brokers: Tuple[Broker, ...]
+    vhost: str
+    use_ssl: bool
+
+    @property
+    def masked(self) -> str:
+        """The URL with every password replaced by ``***``."""
+        hosts = ",".join(f"{urllib.parse.quote(b.username, safe='')}:***@{b.host}:{b.port}" if b.username
+                         else f"{b.host}:{b.port}" for b in self.brokers)
+        return f"{self.scheme}://{hosts}/{urllib.parse.quote(self.vhost, safe='')}"
+
+
+def mask(url: str) -> str:
+    """``url`` with its passwords hidden, even when it does not parse (for error messages)."""
+    try:
+        return parse(url, "").masked
+    except ConfigError:
+        scheme, _, rest = url.partition("://")
+        return f"{scheme}://(unparsable URL hidden)" if rest else "(unparsable URL hidden)"
+
+
+def parse(url: str, where: str) -> TransportUrl:
+    """Parse ``url``; ``ConfigError`` (prefixed by ``where``) says what is wrong, never the password."""
+    scheme, sep, rest = url.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in PLAIN_SCHEMES + TLS_SCHEMES:
+        raise ConfigError(f"{where} must be a rabbit:// (or amqp://, rabbits://, amqps://) URL "
+                          "such as rabbit://user:password@host:5672/vhost")
+    netloc, _, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if "?" in netloc:
+        netloc, _, query = netloc.partition("?")
+    options = urllib.parse.parse_qs(query)
+    use_ssl = scheme in TLS_SCHEMES or options.get("ssl", ["0"])[-1].lower() in ("1", "true", "yes", "on")
+    brokers = [_broker(part, use_ssl, where) for part in netloc.split(",")]
+    vhost = urllib.parse.unquote(path) if path else "/"
+    return TransportUrl(scheme, tuple(brokers), vhost, use_ssl)
+
+
+def _broker(text: str, use_ssl: bool, where: str) -> Broker:
+    credentials, at, hostport = text.rpartition("@")
+    username, _, password = credentials.partition(":") if at else ("", "", "")
+    host, port = _host_port(hostport, use_ssl, where)
+    return Broker(host, port, urllib.parse.unquote(username), urllib.parse.unquote(password))
+
+
+def _host_port(text: str, use_ssl: bool, where: str) -> Tuple[str, int]:
+    if text.startswith("["):  # an IPv6 address
+        host, _, after = text[1:].partition("]")
+        port_text = after[1:] if after.startswith(":") else ""
+    else:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise ConfigError(f"{where} names a broker without a host")
+    try:
+        port = int(port_text) if port_text else DEFAULT_PORTS[use_ssl]
+    except ValueError:
+        raise ConfigError(f"{where} has an invalid port for broker {host}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{where} has an invalid port for broker {host}")
+    return host, port
+

@@ -1,0 +1,226 @@
+"""Monitored desired state: the compliance rules, their rate limit, remediation, the store, the controller."""
+
+import json
+import os
+
+import pytest
+
+from cloudmanagers_plugin import CloudmanagersController
+from cloudmanagers_plugin.agent.compliance import ComplianceMonitor, judge, remediation_attributes
+from cloudmanagers_plugin.agent.desired_store import FILE_NAME, DesiredStateStore
+from cloudmanagers_plugin.desired import DesiredState
+from tests.support.controller import status_of
+
+WANT = DesiredState("ACTIVE", "1", "web")
+
+
+def view(status="ACTIVE", task=None, flavor="1", **extra):
+    return {"vm_id": "vm1", "vm_status": status, "vm_task_state": task, "vm_flavor": flavor, **extra}
+
+
+@pytest.mark.parametrize("current, kind, reason", [
+    (view(), "ok", ""),
+    (view("SHUTOFF"), "drift", "the VM is SHUTOFF, desired ACTIVE"),
+    (view("PAUSED"), "drift", "the VM is PAUSED, desired ACTIVE"),
+    (view("ERROR", vm_fault={"message": "disk gone"}), "drift", "the VM is in ERROR: disk gone"),
+    (view("ERROR", task="rebooting_hard"), "drift", "the VM is in ERROR"),
+    (view(flavor="2"), "drift", "the VM has flavor 2, desired 1"),
+    (None, "drift", "deleted outside the controller"),
+    (view("DELETED", vm_event="deleted"), "drift", "deleted outside the controller"),
+    (view("ACTIVE", task="powering-off"), "pending", ""),
+    (view("BUILD"), "pending", ""),
+    (view("REBOOT"), "pending", ""),
+    (view("VERIFY_RESIZE"), "pending", ""),
+    (view("VERIFY_RESIZE", flavor="3"), "drift", "resized to flavor 3 outside the controller, desired 1"),
+], ids=["ok", "stopped", "paused", "error", "error-during-task", "flavor", "gone", "deleted-event", "task",
+        "build", "reboot", "verify-own-resize", "verify-other-resize"])
+def test_rules(current, kind, reason):
+    verdict = judge(WANT, current)
+    assert (verdict.kind, verdict.reason) == (kind, reason)
+
+
+def test_equivalent_statuses_and_unchecked_flavor():
+    assert judge(DesiredState("SHELVED"), view("SHELVED_OFFLOADED")).kind == "ok"
+    assert judge(DesiredState("SHUTOFF", None), view("SHUTOFF", flavor="3")).kind == "ok"
+
+
+def test_remediation_goes_through_an_update_never_a_create():
+    assert remediation_attributes("vm1", WANT, judge(WANT, view("SHUTOFF"))) == {"name": "vm1", "status": "ACTIVE"}
+    assert remediation_attributes("vm1", WANT, judge(WANT, view(flavor="2"))) == {
+        "name": "vm1", "flavor": "1", "confirm": True}
+    assert remediation_attributes("vm1", WANT, judge(WANT, None)) is None
+
+
+# -- the monitor ----------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = DesiredStateStore(str(tmp_path / "state"))
+    store.record("cloud", "vm1", WANT)
+    return store
+
+
+def monitor_for(store, remediate=False, reply=None, interval=3600.0):
+    sent, updates, clock = [], [], Clock()
+
+    def run_update(section, attributes):
+        updates.append((section, attributes))
+        return reply if reply is not None else {"status": {"vm_actions": ["start"]}}
+
+    monitor = ComplianceMonitor(store, lambda *message: sent.append(message), interval, lambda _s: remediate,
+                                run_update, clock)
+    return monitor, sent, updates, clock
+
+
+def test_a_drift_alerts_once_per_interval_and_once_back(store):
+    monitor, sent, _updates, clock = monitor_for(store)
+    monitor.on_event("cloud", view("SHUTOFF"))
+    monitor.on_event("cloud", view("SHUTOFF"))
+    clock.now += 3599
+    monitor.on_reconcile("cloud", {"vm1": view("SHUTOFF")})
+    assert [m[1] for m in sent] == ["compliance_error"]
+    section, msg_type, status, extra = sent[0]
+    assert section == "cloud" and status == {"vm_id": "vm1", "vm_name": "web", "vm_status": "ACTIVE", "vm_flavor": "1"}
+    assert extra["current_status"]["vm_status"] == "SHUTOFF" and extra["compliant"] is False
+    assert extra["reason"] == "the VM is SHUTOFF, desired ACTIVE" and extra["remediation"] is None
+    assert extra["back_to_compliance"] is False and extra["last_alert"] == extra["timestamp"]
+    clock.now += 2
+    monitor.on_event("cloud", view("SHUTOFF"))
+    assert [m[1] for m in sent] == ["compliance_error"] * 2
+    monitor.on_event("cloud", view("ACTIVE", task="powering-on"))
+    monitor.on_event("cloud", view("ACTIVE"))
+    monitor.on_event("cloud", view("ACTIVE"))
+    assert [m[1] for m in sent] == ["compliance_error"] * 2 + ["compliance_ok"]
+    ok = sent[-1][3]
+    assert ok["compliant"] is True and ok["back_to_compliance"] is True and ok["last_alert"] is None
+    monitor.on_event("cloud", view("PAUSED"))  # a new drift alerts at once
+    assert [m[1] for m in sent][-1] == "compliance_error"
+
+
+def test_unmonitored_vms_and_transitions_say_nothing(store):
+    monitor, sent, _updates, _clock = monitor_for(store)
+    monitor.on_event("cloud", {**view("SHUTOFF"), "vm_id": "other"})
+    monitor.on_event("other-section", view("SHUTOFF"))
+    monitor.on_event("cloud", view("ACTIVE", task="rebooting"))
+    monitor.on_event("cloud", view("ACTIVE"))
+    assert sent == []
+
+
+def test_a_vm_deleted_outside_alerts_once_and_is_no_longer_monitored(store):
+    monitor, sent, updates, _clock = monitor_for(store, remediate=True)
+    monitor.on_reconcile("cloud", {})
+    monitor.close()
+    assert [m[1] for m in sent] == ["compliance_error"] and updates == []  # never a create
+    assert sent[0][3]["current_status"] == {"vm_id": "vm1", "vm_status": "DELETED"}
+    assert store.get("cloud", "vm1") is None
+
+
+def test_remediation_runs_an_update_and_says_so(store):
+    monitor, sent, updates, _clock = monitor_for(store, remediate=True)
+    monitor.on_event("cloud", view("SHUTOFF"))
+    monitor.close()
+    assert updates == [("cloud", {"name": "vm1", "status": "ACTIVE"})]
+    assert sent[0][3]["remediation"] == {"update": {"status": "ACTIVE"}, "vm_actions": ["start"]}
+
+
+def test_a_remediation_that_fails_says_why(store):
+    monitor, sent, _updates, _clock = monitor_for(store, remediate=True, reply={"status": {}, "error": "cannot go"})
+    monitor.on_event("cloud", view("ERROR"))
+    monitor.close()
+    assert sent[0][3]["remediation"] == {"update": {"status": "ACTIVE"}, "error": "cannot go"}
+
+
+# -- the store --------------------------------------------------------------------------------
+
+
+def test_the_store_survives_a_restart_and_writes_atomically(tmp_path):
+    folder = str(tmp_path / "state")
+    store = DesiredStateStore(folder)
+    store.record("cloud", "vm1", WANT)
+    store.record("cloud", "vm2", DesiredState("SHUTOFF", None, "db"))
+    store.set_compliant("cloud", "vm1", False)
+    store.forget("cloud", "vm2")
+    assert sorted(os.listdir(folder)) == [FILE_NAME]  # no temporary file left behind
+    again = DesiredStateStore(folder)
+    assert again.monitored("cloud") == store.monitored("cloud")
+    assert again.get("cloud", "vm1").desired == WANT and again.get("cloud", "vm1").compliant is False
+    with open(os.path.join(folder, FILE_NAME), encoding="utf-8") as handle:
+        assert json.load(handle)["format"] == 1
+
+
+def test_follow_changes_only_monitored_vms(store):
+    store.follow("cloud", "vm1", DesiredState("SHUTOFF", "1", "web"))
+    store.follow("cloud", "vm9", DesiredState("SHUTOFF", "1", "x"))
+    assert store.get("cloud", "vm1").desired.status == "SHUTOFF"
+    assert store.knows("cloud", "vm1") and not store.knows("cloud", "vm9")
+
+
+def test_an_unreadable_store_is_moved_aside(tmp_path, caplog):
+    folder = tmp_path / "state"
+    folder.mkdir()
+    (folder / FILE_NAME).write_text("{not json")
+    assert DesiredStateStore(str(folder)).monitored("cloud") == {}
+    assert (folder / (FILE_NAME + ".unreadable")).exists() and "cannot be read" in caplog.text
+
+
+# -- the controller's side --------------------------------------------------------------------
+
+
+@pytest.fixture
+def monitored_call(conf_path, cloud, tmp_path):
+    store = DesiredStateStore(str(tmp_path / "monitor"))
+    controller = CloudmanagersController(config_path=conf_path, agent_uuid="a", desired_states=store)
+
+    def run(action, monitor=None, **attributes):
+        message = {"collection": "cloudmanagers", "action": action, "id": "test_os", "attributes": attributes}
+        if monitor is not None:
+            message["monitor"] = monitor
+        return controller.process(message)
+
+    return run, store
+
+
+def test_create_with_monitor_records_the_desired_state(monitored_call, cloud):
+    call, store = monitored_call
+    status = status_of(call("create", monitor=True, name="web", flavor="1", image="cirros-fake"))
+    assert status["vm_monitored"] is True
+    assert store.get("test_os", status["vm_id"]).desired == DesiredState("ACTIVE", "1", "web")
+
+
+def test_updates_move_the_desired_state_and_monitor_false_forgets(monitored_call, cloud):
+    call, store = monitored_call
+    vm = cloud.add_server("web")["id"]
+    status_of(call("update", monitor=True, name="web"))  # monitor alone: the VM as it is
+    assert store.get("test_os", vm).desired == DesiredState("ACTIVE", "1", "web")
+    status_of(call("update", name="web", status="shutdown"))  # the controller's own change is followed
+    assert store.get("test_os", vm).desired == DesiredState("SHUTOFF", "1", "web")
+    status_of(call("update", name="web", flavor="2", confirm=True))
+    assert store.get("test_os", vm).desired == DesiredState("SHUTOFF", "2", "web")
+    assert status_of(call("update", monitor=False, name="web"))["vm_monitored"] is False
+    assert not store.knows("test_os", vm)
+    status_of(call("update", name="web", status="ACTIVE"))
+    assert not store.knows("test_os", vm)  # not monitored: nothing recorded
+
+
+def test_a_delete_through_the_controller_is_no_drift(monitored_call, cloud):
+    call, store = monitored_call
+    vm = cloud.add_server("web")["id"]
+    status_of(call("update", monitor=True, name="web", status="ACTIVE"))
+    status_of(call("delete", name="web"))
+    assert not store.knows("test_os", vm)
+
+
+def test_without_a_recorder_monitor_changes_nothing(call, cloud):
+    """Inside a legacy synapse agent (no store), monitor is accepted and ignored."""
+    cloud.add_server("web")
+    status = status_of(call("update", name="web", status="ACTIVE", monitor=True))
+    assert "vm_monitored" not in status
