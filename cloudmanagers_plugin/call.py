@@ -54,10 +54,11 @@ def parse_attr(text: str, as_text: bool = False) -> Tuple[str, Any]:
 
 
 def build_request(
-    action: str, cm_id: str, attributes: Dict[str, Any], target: Optional[str]
+    action: str, cm_id: str, attributes: Dict[str, Any], target: Optional[str], monitor: Optional[bool] = None
 ) -> Dict[str, Any]:
-    """The request body, with a zone-aware ``timestamp`` and a ``uuids`` filter when targeted."""
-    return {
+    """The request body, with a zone-aware ``timestamp``, a ``uuids`` filter when targeted, and
+    synapse's ``monitor`` flag when asked (as synapse-client's ``--monitor``/``--unmonitor``)."""
+    request = {
         "action": action,
         "collection": COLLECTION,
         "id": cm_id,
@@ -65,6 +66,9 @@ def build_request(
         "filters": {"uuids": [target]} if target else {},
         "timestamp": iso_now(),
     }
+    if monitor is not None:
+        request["monitor"] = monitor
+    return request
 
 
 class NoRoute(Exception):
@@ -172,6 +176,12 @@ def register(subparsers: Any, broker: argparse.ArgumentParser) -> None:
     call.add_argument("--status", help="target state (update): ACTIVE, PAUSED, SUSPENDED, SHUTOFF, REBOOT...")
     call.add_argument("--wait", metavar="S", type=float, help="seconds the agent waits for the VM's final state before answering")
     call.add_argument("--force", action="store_true", help="delete even an ACTIVE VM")
+    watch = call.add_mutually_exclusive_group()
+    watch.add_argument("--monitor", dest="monitor", action="store_const", const=True,
+                       help="create/update: the agent keeps the VM's resulting state as its desired state and "
+                            "reports drifts (compliance_error, compliance_ok)")
+    watch.add_argument("--unmonitor", dest="monitor", action="store_const", const=False,
+                       help="create/update: stop monitoring the VM")
     call.add_argument(
         "--attr", metavar="KEY=VALUE", action="append", default=[],
         help="one more attribute; JSON scalars (true, 5, null) are parsed, anything else is text",
@@ -220,7 +230,7 @@ def run_call(args: argparse.Namespace) -> int:
     try:
         settings = from_command_line(args)
         attributes = _attributes(args)
-        message = build_request(args.action, args.cm_id, attributes, args.target)
+        message = build_request(args.action, args.cm_id, attributes, args.target, args.monitor)
     except (CloudManagerError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from .. import states
 from ..desired import DesiredState
+from ..errors import CloudManagerError
 from .desired_store import DesiredStateStore, Monitored
 
 LOG = logging.getLogger(__name__)
@@ -201,3 +202,26 @@ class ComplianceMonitor:
         if not ok and remediation is None:
             LOG.warning("section '%s': VM %s drifted from its desired state: %s", section, vm_id, verdict.reason)
         self._publish(section, "compliance_ok" if ok else "compliance_error", status, extra)
+
+
+def compliance_monitor(controller: Any, feed: Any, alert_interval: float) -> Optional[ComplianceMonitor]:
+    """The monitor of the controller's desired states, fed by every event and reconcile of ``feed``
+    and publishing through it; None when the controller records no desired state."""
+    store = getattr(controller, "desired_states", None)
+    if store is None:
+        return None
+
+    def run_update(section: str, attributes: Dict[str, Any]) -> Dict[str, Any]:
+        return controller.process({"collection": controller.__resource__, "action": "update", "id": section,
+                                   "attributes": attributes})
+
+    def remediates(section: str) -> bool:
+        try:
+            return controller.config.get(section).remediate
+        except CloudManagerError:
+            return False
+
+    monitor = ComplianceMonitor(store, feed.publish, alert_interval, remediates, run_update)
+    feed.subscribe(monitor.on_event)
+    feed.on_reconcile(monitor.on_reconcile)
+    return monitor

@@ -29,6 +29,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 import pika
 from pika.adapters.select_connection import IOLoop
 
+from ..errors import CloudManagerError
 from ..transport_url import TransportUrl
 from ..values import printable
 from .broker import explain_connection_failure
@@ -329,3 +330,14 @@ class NotificationService:
     def _read(self, key: Hashable) -> None:
         section, vm_id = key  # type: ignore[misc]
         self._refresh(section, vm_id)
+
+
+def notification_service(agent_uuid: str, controller: Any, feed: Any) -> Optional[NotificationService]:
+    """The listeners of the sections that name their cloud's bus (as the cloud managers file is at
+    start), feeding ``feed.refresh_vm``; None when no section names one."""
+    sections = {name: (section.notifications_url, section.notifications_exchange)
+                for name, section in controller.config.all().items()
+                if not isinstance(section, CloudManagerError) and section.notifications_url is not None}
+    if not sections:
+        return None
+    return NotificationService(agent_uuid, sections, feed.refresh_vm, lambda name: controller.driver(name).project_id())

@@ -38,6 +38,7 @@ LEGACY_KEYS = {
     "rabbitmq": {"csrfile", "fail_if_no_peer_cert", "status_exchange", "reply_exchange", "status_routing_key",
                  "compliance_routing_key", "redelivery_timeout", "poller_delay"},
     "log": {"logger_conf", "path", "pika_log_path"},
+    "compliance": {"enable_compliance", "default_interval"},
 }
 
 
@@ -139,6 +140,8 @@ class AgentSettings:
     queue_type: str = _option("classic", "agent")
     delivery_limit: int = _option(5, "agent")
     consumers: str = _option("", "agent")
+    # synapse's own key: a monitored VM that stays drifted is reported again at most this often
+    alert_interval: float = _option(3600.0, "compliance")
     log_level: str = _option("INFO", "log", key="level")
     library_log_level: str = _option("INFO", "log", key="libraries")
 
@@ -236,6 +239,7 @@ def _check(settings: AgentSettings) -> None:
             settings.exchange not in settings.allowed_reply_exchanges,
         "[agent] max_message_bytes": settings.max_message_bytes >= 1,
         "[agent] delivery_limit": settings.delivery_limit >= 1,
+        "[compliance] alert_interval": settings.alert_interval >= 0,
     }
     bad = [name for name, ok in rules.items() if not ok]
     if bad:

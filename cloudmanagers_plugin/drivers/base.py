@@ -104,6 +104,11 @@ class CloudDriver(ABC):
     def authenticate(self) -> None:
         """Get (or reuse) a token; raise AuthError/BackendError with what to fix."""
 
+    def project_id(self) -> Optional[str]:
+        """The id of the project whose VMs this section sees, None when the driver cannot say (a
+        cloud's notification bus carries every project's VMs: the others are skipped)."""
+        return None
+
     @abstractmethod
     def list_server_names(self) -> List[str]:
         """Names of every VM of the project, all pages."""

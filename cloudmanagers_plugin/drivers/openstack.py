@@ -216,6 +216,10 @@ class OpenStackDriver(CloudDriver):
     def authenticate(self) -> None:
         self._call("authenticate", self._session.get_token)
 
+    def project_id(self) -> Optional[str]:
+        """The token's project (keystoneauth keeps it with the token: no request while it is valid)."""
+        return self._call("authenticate", self._session.get_project_id)
+
     def compute_max_version(self) -> str:
         """The compute API's highest microversion: one GET of its version document."""
         body = self._call("reach the compute API", lambda: self._compute.get("/").json())

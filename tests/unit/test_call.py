@@ -27,6 +27,11 @@ def test_request_body_targets_by_filter():
     assert set(body) == {"action", "collection", "id", "attributes", "filters", "timestamp"}
 
 
+def test_monitor_goes_at_the_top_as_synapse_client_sends_it():
+    assert build_request("update", "cm1", {"name": "vm"}, "agent-1", monitor=True)["monitor"] is True
+    assert build_request("update", "cm1", {"name": "vm"}, "agent-1", monitor=False)["monitor"] is False
+
+
 def test_reply_table_is_stable():
     reply = {"uuid": "u-1", "resource_id": "cm1", "status": {
         "cloudmanager": "cm1", "vm_name": "web", "vm_status": "ACTIVE", "vm_vcpus": 2, "created": True, "VMs": ["a", "b"],
