@@ -41,10 +41,12 @@ def environment_ca_bundle() -> Optional[str]:
 
 
 class DriverSession(ks_session.Session):
-    """A keystoneauth session that looks each catalog endpoint up once per token.
+    """A keystoneauth session that reads the environment once and each catalog endpoint once per token.
 
-    Thread-safe: the table is replaced, never changed in place, when the token changes, and two
-    threads resolving the same endpoint at once only do the look-up twice.
+    The endpoints are kept in a table that belongs to one token (the plugin's ``auth_ref``,
+    which keystoneauth replaces whenever it authenticates again). Thread-safe: the table is
+    replaced, never changed in place, and two threads resolving the same endpoint at once
+    only look it up twice.
     """
 
     def __init__(self, **kwargs: Any) -> None:
