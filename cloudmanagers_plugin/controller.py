@@ -324,6 +324,16 @@ class CloudmanagersController(ResourcesController):
         """The driver serving a cloud manager id (check-config authenticates through it)."""
         return self._section(res_id)[1]
 
+    def event_sections(self) -> List[str]:
+        """The valid sections: the agent's change feed watches their VMs."""
+        return [name for name, section in self.config.all().items() if not isinstance(section, CloudManagerError)]
+
+    def vm_view(self, res_id: str, server: Server) -> Status:
+        """The VM-details keys of a VM already read, with no request (the console only as already
+        known): what a change event carries."""
+        config, driver = self._section(res_id)
+        return self._details(res_id, config, driver, server, driver.known_console(server))
+
     def _inventory(self, res_id: str, config: CloudManagerConfig, driver: CloudDriver,
                    changes_since: Optional[str]) -> Status:
         """Every VM (or every VM changed since ``changes_since``, deleted ones included) in one reply,

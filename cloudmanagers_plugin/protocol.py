@@ -10,6 +10,7 @@ A synapse reply always carries ``uuid``, ``resource_id``, ``collection``, ``stat
 ``msg_type`` and ``version``; a failed request keeps ``status: {}`` and adds ``error``
 (synapse-client needs ``uuid`` in every reply, even an error). ``resource_id`` and
 ``collection`` echo the request: longer than any valid value, they come back as a marked prefix.
+Unsolicited messages (change events) carry the same keys with their own ``msg_type``.
 """
 
 from dataclasses import dataclass
@@ -39,6 +40,14 @@ def make_response(
     if error is not None:
         response["error"] = error
     return response
+
+
+def make_unsolicited(uuid: str, resource_id: str, collection: str, msg_type: str, status: Dict[str, Any],
+                     **extra: Any) -> Dict[str, Any]:
+    """An unsolicited message (a change event, a compliance message), as the synapse agent
+    publishes its own ``status`` and ``compliance_*`` messages: the reply's keys, no ``error``."""
+    return {"uuid": uuid, "resource_id": resource_id, "collection": collection, "status": status,
+            "msg_type": msg_type, "version": __version__, **extra}
 
 
 def _echoed(value: Any) -> Any:

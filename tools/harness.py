@@ -48,16 +48,21 @@ def cloudmanagers(*args: str, timeout: float = 300) -> subprocess.CompletedProce
 class Agent:
     """A standalone `cloudmanagers agent` in a subprocess, with its own queue (uuid)."""
 
-    def __init__(self, workdir: str, config: str, agent_uuid: Optional[str] = None, **agent_options: Any):
+    def __init__(self, workdir: str, config: str, agent_uuid: Optional[str] = None,
+                 events: Optional[Dict[str, Any]] = None, **agent_options: Any):
+        """``agent_options``: keys of ``[agent]``; ``events``: keys of ``[events]`` (default: the agent's)."""
         os.makedirs(workdir, exist_ok=True)
         self.uuid = agent_uuid or str(uuid.uuid4())
         self.config = config
         self.agent_config = os.path.join(workdir, "synapse-agent.conf")
         self.log = os.path.join(workdir, "agent.log")
-        options = {"uuid_file": os.path.join(workdir, "agent.uuid"), **agent_options}
+        options = {"uuid_file": os.path.join(workdir, "agent.uuid"), "state_dir": workdir, **agent_options}
         with open(self.agent_config, "w", encoding="utf-8") as handle:
             handle.write(f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {self.uuid}\n\n[agent]\n")
             handle.writelines(f"{key} = {value}\n" for key, value in options.items())
+            if events:
+                handle.write("\n[events]\n")
+                handle.writelines(f"{key} = {value}\n" for key, value in events.items())
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 30) -> "Agent":

@@ -92,12 +92,14 @@ class ReplyPublisher:
         self._dispatch(_Outgoing(address, properties, body, ticket))
 
     def _dispatch(self, item: _Outgoing) -> None:
-        if item.address.exchange not in self._exchanges_found and self._connection is not None:
-            self._probe(item)
-        elif self._ready:
-            self._send(item)
-        else:
+        """Messages to one exchange leave in the order they came (change events are numbered):
+        nothing passes the ones waiting for the channel, nor those waiting for their exchange's check."""
+        if not self._ready:
             self._waiting.append(item)
+        elif item.address.exchange not in self._exchanges_found:
+            self._probe(item)
+        else:
+            self._send(item)
 
     # -- checking an exchange before its first reply ------------------------------------------
 

@@ -11,13 +11,17 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
+from typing import Any, Optional
 
 from pika.adapters.select_connection import IOLoop
 
+from ..changes import TrackerStore
+from ..errors import ConfigError
+from ..polling import ViewSource
 from ..version import __version__
 from .admission import Gate, HostFilter, Permissions, legacy_zone
 from .broker import connection_parameters, login_user_id
+from .events import ChangeFeed
 from .execution import AnswerCache, Dispatcher, OrderedPool, cached_weight
 from .settings import AgentSettings, queue_arguments, safe_summary
 from .status import AgentStatus
@@ -74,6 +78,7 @@ class AgentService:
             self._ioloop.add_callback_threadsafe, settings.max_message_bytes, self._consumer,
             topology.delivery_limit, self._count_abandoned,
         )
+        self.feed = _change_feed(settings, controller, self._consumer, self._ioloop)
         LOG.info("cloudmanagers agent %s (uuid %s) starting: %s", __version__, agent_uuid, safe_summary(settings))
 
     def _count_abandoned(self) -> None:
@@ -81,8 +86,12 @@ class AgentService:
 
     def run(self) -> int:
         """Serve until stopped; return the exit code (0 after a requested stop)."""
+        if self.feed is not None:
+            self.feed.start()
         self._consumer.start(self._dispatcher)
         self._ioloop.start()
+        if self.feed is not None:
+            self.feed.close()
         self._pool.shutdown()
         self._ioloop.close()
         return self._consumer.exit_code
@@ -90,6 +99,8 @@ class AgentService:
     def request_stop(self) -> None:
         """Ask for a graceful stop; safe from any thread and from a signal handler."""
         notify("STOPPING=1")
+        if self.feed is not None:
+            self.feed.stop()
         self._ioloop.add_callback_threadsafe(self._consumer.stop)
 
     def run_until_signalled(self) -> int:
@@ -102,6 +113,34 @@ class AgentService:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def _change_feed(settings: AgentSettings, controller: Any, consumer: Consumer, ioloop: IOLoop) -> Optional[ChangeFeed]:
+    """The change events of the controller's sections, unless ``[events] enabled = false``, they have
+    nowhere to go, or the controller has no sections to watch (a test double)."""
+    if not settings.events_enabled or not isinstance(controller, ViewSource):
+        return None
+    exchange, routing_key = settings.events_address
+    if not exchange and not routing_key:  # the default exchange with no queue name: the broker drops them
+        LOG.warning("change events are off: no exchange and no routing key to publish them to ([events] exchange and "
+                    "routing_key, and [rabbitmq] publish_exchange and publish_routing_key, are empty)")
+        return None
+    _writable_folder(settings.state_dir)
+    feed = ChangeFeed(controller, controller.__resource__, TrackerStore(settings.state_dir), settings.uuid,
+                      (exchange, routing_key), login_user_id(settings.broker), settings.poll_interval,
+                      settings.reconcile_interval)
+    feed.attach(consumer, ioloop)
+    return feed
+
+
+def _writable_folder(path: str) -> None:
+    """The state folder must be writable now, not at the first event."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"[agent] state_dir = {path}: cannot create it ({err.strerror or err})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"[agent] state_dir = {path}: not writable by this user")
 
 
 # -- systemd ------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Existing installations already have ``/etc/synapse-agent/synapse-agent.conf``; reading its
 ``[rabbitmq]`` section with the legacy keys and defaults lets the agent replace the old one in
-place. The agent's own options live in ``[agent]`` so the legacy sections keep their meaning.
+place. The agent's own options live in ``[agent]`` (and the change events' in ``[events]``) so the
+legacy sections keep their meaning.
 Keys of the legacy file that the agent does not use (``status_exchange``, ``poller_delay``...)
 are ignored, as the legacy agent ignored most of them; any other key is probably a typo and is
 logged as a warning.
@@ -142,6 +143,12 @@ class AgentSettings:
     consumers: str = _option("", "agent")
     # synapse's own key: a monitored VM that stays drifted is reported again at most this often
     alert_interval: float = _option(3600.0, "compliance")
+    state_dir: str = _option("/var/lib/synapse-agent", "agent")
+    events_enabled: bool = _option(True, "events", key="enabled")
+    poll_interval: float = _option(10.0, "events")
+    reconcile_interval: float = _option(1800.0, "events")
+    events_exchange: Optional[str] = _option(None, "events", key="exchange")
+    events_routing_key: str = _option("", "events", key="routing_key")
     log_level: str = _option("INFO", "log", key="level")
     library_log_level: str = _option("INFO", "log", key="libraries")
 
@@ -161,6 +168,14 @@ class AgentSettings:
         if self.consumers:
             return self.consumers == SINGLE_ACTIVE
         return self.queue_type == "quorum"
+
+    @property
+    def events_address(self) -> Tuple[str, str]:
+        """Where change events go: ``[events] exchange`` and ``routing_key``, by default those of the
+        legacy agent's unsolicited messages (``publish_exchange``, ``publish_routing_key``). An empty
+        ``[events] exchange`` is the default exchange; an empty routing key is ``publish_routing_key``'s."""
+        exchange = self.publish_exchange if self.events_exchange is None else self.events_exchange
+        return exchange, self.events_routing_key or self.publish_routing_key
 
 
 def queue_arguments(settings: AgentSettings) -> Dict[str, Any]:
@@ -240,6 +255,10 @@ def _check(settings: AgentSettings) -> None:
         "[agent] max_message_bytes": settings.max_message_bytes >= 1,
         "[agent] delivery_limit": settings.delivery_limit >= 1,
         "[compliance] alert_interval": settings.alert_interval >= 0,
+        "[events] poll_interval": settings.poll_interval > 0,
+        "[events] reconcile_interval": settings.reconcile_interval > 0,
+        "[events] exchange (must not be [rabbitmq] exchange: every agent would take the events as requests)":
+            not settings.events_address[0] or settings.events_address[0] != settings.exchange,
     }
     bad = [name for name, ok in rules.items() if not ok]
     if bad:

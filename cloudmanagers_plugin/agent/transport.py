@@ -503,9 +503,21 @@ class Consumer:
             self._publisher.publish(address, properties, answer.body, delivery)
         self._maybe_close()
 
-    def _on_reply_settled(self, delivery: Delivery, failure: str) -> None:
-        """The publisher's word on one reply: confirmed (``""``) or given up (why)."""
-        self._ack(delivery, "answered", failure)
+    def _on_reply_settled(self, ticket: Any, failure: str) -> None:
+        """The publisher's word on one message: confirmed (``""``) or given up (why). A reply's
+        ticket is its request's delivery; an unsolicited message's, the callback to tell."""
+        if isinstance(ticket, Delivery):
+            self._ack(ticket, "answered", failure)
+        else:
+            ticket(failure)
+            self._maybe_close()
+
+    def publish_unsolicited(self, exchange: str, routing_key: str, properties: BasicProperties, body: bytes,
+                            settled: Callable[[str], None]) -> None:
+        """I/O thread: publish a message no request asked for (a change event) on the reply channel,
+        with the same confirms; ``settled("")`` once the broker confirmed it, else ``settled(why)``
+        (also when the connection is lost before: the caller decides whether to send it again)."""
+        self._publisher.publish(ReplyAddress(exchange, routing_key), properties, body, settled)
 
     def _ack(self, delivery: Delivery, how: str, failure: str) -> None:
         answer, outcome = delivery.answer, delivery.outcome

@@ -128,7 +128,8 @@ def test_ready_is_notified_once_consuming(start_agent, monkeypatch, tmp_path):
 def test_agent_logs_version_and_sections_at_start(broker, tmp_path):
     uuid = "5d0c1b9e-6f0e-4c57-9d3e-" + os.urandom(6).hex()
     agent_config = write_file(os.path.join(tmp_path, "agent.conf"),
-                          f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {uuid}\nexchange =\n[agent]\nworker = 2\n")
+                          f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {uuid}\nexchange =\n[agent]\nworker = 2\n"
+                              f"state_dir = {tmp_path}\n[events]\nenabled = false\n")
     config = write_file(os.path.join(tmp_path, "cloudmanagers.conf"), CM_SECTION)
     process = agent_command("--agent-config", agent_config, "--config", config)
     try:

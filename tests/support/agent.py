@@ -206,3 +206,34 @@ def close_connection_named(name: str) -> int:
     for pid in pids:
         subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test"], check=True, capture_output=True)
     return len(pids)
+
+
+class EventListener:
+    """An exclusive queue bound to an events exchange, collecting the decoded messages."""
+
+    def __init__(self, exchange: str, routing_key: str = "") -> None:
+        self.connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1"))
+        self.channel = self.connection.channel()
+        self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(self.queue, exchange, routing_key)
+        self.messages: List[Tuple[Any, Dict[str, Any]]] = []  # (properties, body)
+        self.channel.basic_consume(self.queue, self._on_message, auto_ack=True)
+
+    def _on_message(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
+        self.messages.append((properties, json.loads(body)))
+
+    def wait(self, condition: Any, timeout: float = 20.0) -> List[Dict[str, Any]]:
+        """Collect until ``condition(bodies)`` holds (AssertionError after ``timeout``); return the bodies."""
+        deadline = time.monotonic() + timeout
+        while not condition(self.bodies()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"events so far: {[body.get('status', {}).get('vm_event') for body in self.bodies()]}")
+            self.connection.process_data_events(time_limit=0.05)
+        return self.bodies()
+
+    def bodies(self) -> List[Dict[str, Any]]:
+        return [body for _properties, body in self.messages]
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()

@@ -146,3 +146,40 @@ def test_sample_permissions_parse():
     assert not rules.allows("developers", "cloudmanagers", "prod", "delete")
     assert rules.allows("monitoring", "cloudmanagers", "prod", "ping")
     assert not rules.allows("guest", "cloudmanagers", "prod", "read")
+
+
+# -- [events] and the state folder (issue 10) ------------------------------------------------------
+
+
+def test_events_defaults_follow_the_unsolicited_messages_of_the_legacy_agent(monkeypatch, tmp_path):
+    monkeypatch.setattr(settings_module, "DEFAULT_AGENT_CONFIG", str(tmp_path / "absent.conf"))
+    settings = load_settings()
+    assert (settings.events_enabled, settings.poll_interval, settings.reconcile_interval) == (True, 10.0, 1800.0)
+    assert settings.events_address == ("inbox", "") and settings.state_dir == "/var/lib/synapse-agent"
+    settings = load_settings(write(tmp_path, "[rabbitmq]\npublish_exchange = replies\npublish_routing_key = rk\n"))
+    assert settings.events_address == ("replies", "rk")
+
+
+def test_events_section_is_read(tmp_path):
+    settings = load_settings(write(tmp_path, "[agent]\nstate_dir = /srv/state\n[events]\nenabled = no\n"
+                                             "poll_interval = 2.5\nreconcile_interval = 600\nexchange = events\n"
+                                             "routing_key = cm.events\n"))
+    assert (settings.events_enabled, settings.poll_interval, settings.reconcile_interval) == (False, 2.5, 600.0)
+    assert settings.events_address == ("events", "cm.events") and settings.state_dir == "/srv/state"
+    assert load_settings(write(tmp_path, "[events]\nexchange =\nrouting_key = q\n")).events_address == ("", "q")
+
+
+@pytest.mark.parametrize("text, named", [
+    ("[events]\npoll_interval = 0\n", "[events] poll_interval"),
+    ("[events]\nreconcile_interval = -1\n", "[events] reconcile_interval"),
+    ("[events]\nexchange = amq.fanout\n", "[events] exchange"),
+    ("[events]\nenabled = maybe\n", "enabled"),
+])
+def test_events_settings_out_of_range_are_refused(tmp_path, text, named):
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_settings(write(tmp_path, text))
+
+
+def test_events_typo_is_a_warning(tmp_path, caplog):
+    load_settings(write(tmp_path, "[events]\npoll_intervall = 5\n"))
+    assert "[events] poll_intervall is unknown" in caplog.text
