@@ -50,7 +50,8 @@ class Agent:
 
     def __init__(self, workdir: str, config: str, agent_uuid: Optional[str] = None,
                  events: Optional[Dict[str, Any]] = None, **agent_options: Any):
-        """``agent_options``: keys of ``[agent]``; ``events``: keys of ``[events]`` (default: the agent's)."""
+        """``agent_options``: keys of ``[agent]``; ``events``: keys of ``[events]`` (default: no change
+        events, so that the agents of tests about other things do not poll the shared cloud)."""
         os.makedirs(workdir, exist_ok=True)
         self.uuid = agent_uuid or str(uuid.uuid4())
         self.config = config
@@ -60,9 +61,8 @@ class Agent:
         with open(self.agent_config, "w", encoding="utf-8") as handle:
             handle.write(f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {self.uuid}\n\n[agent]\n")
             handle.writelines(f"{key} = {value}\n" for key, value in options.items())
-            if events:
-                handle.write("\n[events]\n")
-                handle.writelines(f"{key} = {value}\n" for key, value in events.items())
+            handle.write("\n[events]\n")
+            handle.writelines(f"{key} = {value}\n" for key, value in (events or {"enabled": "false"}).items())
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 30) -> "Agent":
