@@ -351,3 +351,45 @@ def test_frames_left_when_the_transport_is_gone_are_dropped_like_pikas_own_buffe
     connection._send_method(1, Basic.Ack(delivery_tag=1))
     connection._transport = None
     turn_ends[0]()  # no error: the broker redelivers the unacked request
+
+
+class TurnLoop(Loop):
+    """A loop whose ``call_later(0, ...)`` callbacks run when the test ends a turn."""
+
+    def __init__(self):
+        super().__init__()
+        self.due = []
+
+    def call_later(self, delay, callback):
+        self.due.append(callback)
+        return super().call_later(delay, callback)
+
+    def turn(self):
+        due, self.due = self.due, []
+        for callback in due:
+            callback()
+
+
+def test_with_replies_and_acks_batched_per_turn_a_request_is_acked_only_after_its_reply_is_confirmed():
+    from cloudmanagers_plugin.agent.admission import Answer
+
+    loop, consume = TurnLoop(), AckChannel()
+    subject = consumer(loop=loop)
+    replies = Connection()
+    subject._publisher.attach(replies)
+    subject._channel = consume
+    subject._acks.use(consume)
+    deliveries = [Delivery(consume, tag, BasicProperties(reply_to="client", correlation_id=f"c{tag}"), b"{}")
+                  for tag in (1, 2, 3)]
+    for delivery in deliveries:
+        subject._acks.delivered(delivery.tag)
+        subject.reply_and_ack(delivery, Answer(b'{"status": {}}', "ok"), False)
+    loop.turn()
+    assert len(replies.channels[0].published) == 3 and consume.acks == []  # published, not yet confirmed
+    replies.channels[0].confirm(2, multiple=True)
+    assert consume.acks == []  # the acks wait for the end of the turn
+    loop.turn()
+    assert consume.acks == [(2, True)]  # one multiple ack for both confirmed replies, none for the third
+    replies.channels[0].confirm(3)
+    loop.turn()
+    assert consume.acks == [(2, True), (3, False)]
