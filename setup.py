@@ -25,6 +25,7 @@ setup(
         "keystoneauth1>=4.0.0",
         "pika>=1.2.0",
         "PyYAML>=5.1",
+        "prometheus-client>=0.12.0",
     ],
     extras_require={"test": ["pytest>=7", "requests-mock>=1.9"]},
     data_files=[

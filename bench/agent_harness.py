@@ -127,7 +127,7 @@ def serve_agent(agent_uuid: str, workers: int, latency: float) -> int:
         handle.write("[cm_bench]\ncm_type = bench\nkeystone_base_url = http://127.0.0.1:5000/v3\n"
                      "username = u\npassword = p\nproject_name = p\n")
     os.chmod(conf, 0o600)
-    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="")
+    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="", metrics_listen="")
     settings.broker.host = "127.0.0.1"
     controller = CloudmanagersController(config_path=conf, agent_uuid=agent_uuid)
     return AgentService(settings, controller).run_until_signalled()
@@ -144,7 +144,7 @@ def serve_cloud_agent(agent_uuid: str, workers: int) -> int:
     from tests.support.fakecloud import FakeCloud
 
     conf = write_config(pathlib.Path(tempfile.mkdtemp(prefix="agent-bench-")) / "cloudmanagers.conf", LEGACY_SECTION)
-    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="")
+    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="", metrics_listen="")
     settings.broker.host = "127.0.0.1"
     with requests_mock.Mocker(real_http=True) as mocker:  # real_http: the broker is not HTTP anyway
         cloud = FakeCloud(mocker)

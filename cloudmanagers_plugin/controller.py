@@ -17,7 +17,7 @@ from . import states
 from .config import CloudManagerConfig, ConfigFile
 from .desired import DesiredState, DesiredStateRecorder, desired_after
 from .drivers import driver_class
-from .drivers.base import DELETED, CloudDriver, Console, CreateOptions, Server, is_uuid
+from .drivers.base import DELETED, NO_EVENTS, CloudDriver, Console, CreateOptions, DriverEvents, Server, is_uuid
 from .errors import BadRequest, CloudManagerError, Conflict, NotFound
 from .host import ResourcesController
 from .protocol import parse_envelope
@@ -53,11 +53,12 @@ class CloudmanagersController(ResourcesController):
     __resource__ = "cloudmanagers"
 
     def __init__(self, module: Any = None, config_path: Optional[str] = None, agent_uuid: str = "",
-                 desired_states: Optional[DesiredStateRecorder] = None):
+                 desired_states: Optional[DesiredStateRecorder] = None, events: DriverEvents = NO_EVENTS):
         super().__init__(module)
         self.agent_uuid = agent_uuid
         # Where ``monitor`` leads: the standalone agent's store; none inside a legacy synapse agent.
         self.desired_states = desired_states
+        self.events = events  # what the drivers report (the standalone agent's metrics)
         self.config = ConfigFile(config_path)
         self._drivers: Dict[str, CloudDriver] = {}
         self._drivers_lock = threading.Lock()
@@ -316,7 +317,7 @@ class CloudmanagersController(ResourcesController):
         with self._drivers_lock:
             driver = self._drivers.get(res_id)
             if driver is None or driver.config != config:
-                driver = driver_class(config.cm_type, config.where("cm_type"))(config)
+                driver = driver_class(config.cm_type, config.where("cm_type"))(config, self.events)
                 self._drivers[res_id] = driver
             return config, driver
 

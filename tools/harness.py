@@ -7,6 +7,7 @@ exactly what a user sees.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,7 +58,9 @@ class Agent:
         self.config = config
         self.agent_config = os.path.join(workdir, "synapse-agent.conf")
         self.log = os.path.join(workdir, "agent.log")
-        options = {"uuid_file": os.path.join(workdir, "agent.uuid"), "state_dir": workdir, **agent_options}
+        # No metrics listener unless asked: several agents run side by side on one host.
+        options = {"uuid_file": os.path.join(workdir, "agent.uuid"), "state_dir": workdir, "metrics_listen": "",
+                   **agent_options}
         with open(self.agent_config, "w", encoding="utf-8") as handle:
             handle.write(f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {self.uuid}\n\n[agent]\n")
             handle.writelines(f"{key} = {value}\n" for key, value in options.items())
@@ -84,6 +87,13 @@ class Agent:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+    def metrics_url(self, path: str = "/metrics") -> str:
+        """The URL of ``path`` on this agent's metrics listener, from its latest start-up line."""
+        found = re.findall(r"metrics on (http://\S+?)/metrics", self.tail(10**6))
+        if not found:
+            raise RuntimeError(f"the agent serves no metrics (metrics_listen is empty?); its log:\n{self.tail()}")
+        return found[-1] + path
 
     def tail(self, lines: int = 40) -> str:
         try:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EXIT_CONFIG, CloudManagerError
 from ..logsafety import limit_library_logging
 from ..logsetup import report_error
-from .settings import from_command_line, resolve_uuid
+from .settings import DEFAULT_METRICS_LISTEN, from_command_line, parse_listen, resolve_uuid
 
 if TYPE_CHECKING:
     from ..controller import CloudmanagersController
@@ -28,20 +28,27 @@ def register(subparsers: Any, broker: argparse.ArgumentParser) -> None:
         description="Consume synapse requests from the queue named after the agent uuid and answer "
                     "them; SIGTERM or SIGINT finishes the requests in flight, then exits 0. Exit 2: a "
                     "configuration error (unreadable file, no cloud manager, broker login, vhost, exchange "
-                    "or queue refused at start); 1: the broker stayed unreachable.",
+                    "or queue refused at start, metrics address in use); 1: the broker stayed unreachable.",
     )
     agent.add_argument("--config", metavar="PATH", help="cloud managers file passed to the controller")
     agent.add_argument("--uuid", metavar="UUID", help="agent uuid (= queue name); overrides the file")
+    agent.add_argument("--metrics-listen", metavar="HOST:PORT",
+                       help="serve /metrics and /healthz there (default [agent] metrics_listen, else "
+                            f"{DEFAULT_METRICS_LISTEN}; each agent of a host needs its own; '' disables)")
     agent.set_defaults(func=run_agent)
 
 
 def run_agent(args: argparse.Namespace) -> int:
     """``cloudmanagers agent``: serve until SIGTERM/SIGINT."""
     from ..controller import CloudmanagersController
+    from .metrics import AgentMetrics
     from .service import AgentService
 
     try:
         settings = from_command_line(args)
+        if args.metrics_listen is not None:
+            parse_listen(args.metrics_listen)
+            settings.metrics_listen = args.metrics_listen
         origin = "--uuid" if args.uuid else "[rabbitmq] uuid"
         settings.uuid = resolve_uuid(args.uuid or settings.uuid, settings.uuid_file, origin)
         level = logging.getLevelName(settings.log_level.upper())
@@ -50,13 +57,14 @@ def run_agent(args: argparse.Namespace) -> int:
         logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
         root = logging.getLogger()
         limit_library_logging(root.level, logging.getLevelName(settings.library_log_level.upper()), root.handlers)
-        controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid)
+        metrics = AgentMetrics()
+        controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid, events=metrics)
     except CloudManagerError as err:
         report_error(str(err))
         return EXIT_CONFIG
     try:
         _log_cloud_managers(controller)
-        return AgentService(settings, controller).run_until_signalled()
+        return AgentService(settings, controller, metrics).run_until_signalled()
     except CloudManagerError as err:
         report_error(str(err))
         return EXIT_CONFIG

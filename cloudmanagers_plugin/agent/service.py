@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import socket
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from pika.adapters.select_connection import IOLoop
 
@@ -23,7 +23,8 @@ from .admission import Gate, HostFilter, Permissions, legacy_zone
 from .broker import connection_parameters, login_user_id
 from .events import ChangeFeed
 from .execution import AnswerCache, Dispatcher, OrderedPool, cached_weight
-from .settings import AgentSettings, queue_arguments, safe_summary
+from .metrics import AgentMetrics, MetricsServer
+from .settings import METRICS_OPTION, AgentSettings, queue_arguments, safe_summary
 from .status import AgentStatus
 from .transport import Backoff, Consumer, Topology
 
@@ -37,13 +38,16 @@ class AgentService:
     """Serves ``controller`` (an object with ``__resource__`` and ``process``) over AMQP.
 
     ``status`` (agent/status.py) says the agent's role in its group, the broker node in use and
-    its reconnects, redeliveries and abandoned requests, for health checks and metrics.
+    its reconnects, redeliveries and abandoned requests; ``metrics`` (agent/metrics.py) serves
+    them with the request and OpenStack counters on ``/metrics`` and ``/healthz``. Pass the
+    ``metrics`` the controller's drivers report to, if any.
 
     ``settings.uuid`` must already be resolved. Everything that can be wrong in the settings
-    (TLS files, permissions file) fails here, in the constructor, before any connection.
+    (TLS files, permissions file, a metrics address in use) fails here, in the constructor,
+    before any connection.
     """
 
-    def __init__(self, settings: AgentSettings, controller: Any) -> None:
+    def __init__(self, settings: AgentSettings, controller: Any, metrics: Optional[AgentMetrics] = None) -> None:
         agent_uuid = settings.uuid
         permissions = Permissions.load(settings.permissions) if settings.permissions else None
         parameters = connection_parameters(settings.broker, f"cloudmanagers-agent {agent_uuid}")
@@ -66,11 +70,14 @@ class AgentService:
             delivery_limit=settings.delivery_limit if settings.queue_type == "quorum" else 0,
         )
         self.status = AgentStatus(single_active=settings.single_active)
+        self.metrics = metrics or AgentMetrics()
+        self.metrics.attach(self.status)
         backoff = Backoff(settings.broker.retry_delay, settings.broker.connection_attempts)
         self._consumer = Consumer(
             parameters, topology, self._ioloop, backoff, settings.broker,
             on_consuming=lambda: notify(f"READY=1\nSTATUS=consuming from queue {agent_uuid}"),
             status=self.status,
+            metrics=self.metrics,
         )
         self._dispatcher = Dispatcher(
             gate, controller, self._pool,
@@ -79,21 +86,35 @@ class AgentService:
             topology.delivery_limit, self._count_abandoned,
         )
         self.feed = _change_feed(settings, controller, self._consumer, self._ioloop)
+        address = settings.metrics_address
+        self._metrics_server = MetricsServer(self.metrics, address, METRICS_OPTION) if address else None
         LOG.info("cloudmanagers agent %s (uuid %s) starting: %s", __version__, agent_uuid, safe_summary(settings))
 
     def _count_abandoned(self) -> None:
         self.status.abandoned += 1
 
+    @property
+    def metrics_address(self) -> Optional[Tuple[str, int]]:
+        """Where /metrics and /healthz are served (the bound port), or None when disabled."""
+        return self._metrics_server.address if self._metrics_server else None
+
     def run(self) -> int:
         """Serve until stopped; return the exit code (0 after a requested stop)."""
-        if self.feed is not None:
-            self.feed.start()
-        self._consumer.start(self._dispatcher)
-        self._ioloop.start()
-        if self.feed is not None:
-            self.feed.close()
-        self._pool.shutdown()
-        self._ioloop.close()
+        if self._metrics_server:
+            self._metrics_server.start()
+            LOG.info("metrics on http://%s:%d/metrics, health on /healthz", *self.metrics_address)
+        try:
+            if self.feed is not None:
+                self.feed.start()
+            self._consumer.start(self._dispatcher)
+            self._ioloop.start()
+            if self.feed is not None:
+                self.feed.close()
+            self._pool.shutdown()
+            self._ioloop.close()
+        finally:
+            if self._metrics_server:
+                self._metrics_server.stop()
         return self._consumer.exit_code
 
     def request_stop(self) -> None:

@@ -34,6 +34,8 @@ DEFAULT_AGENT_CONFIG = "/etc/synapse-agent/synapse-agent.conf"
 QUEUE_TYPES = ("classic", "quorum")
 SINGLE_ACTIVE, COMPETING = "single-active", "competing"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_METRICS_LISTEN = "127.0.0.1:9465"
+METRICS_OPTION = "[agent] metrics_listen (--metrics-listen)"
 # Keys the legacy synapse agent reads from the same file: present in existing files, unused here.
 LEGACY_KEYS = {
     "rabbitmq": {"csrfile", "fail_if_no_peer_cert", "status_exchange", "reply_exchange", "status_routing_key",
@@ -138,6 +140,7 @@ class AgentSettings:
     reply_cache_bytes: int = _option(16 * 1024 * 1024, "agent")
     reply_exchanges: str = _option("", "agent")
     max_message_bytes: int = _option(1024 * 1024, "agent")
+    metrics_listen: str = _option(DEFAULT_METRICS_LISTEN, "agent")
     queue_type: str = _option("classic", "agent")
     delivery_limit: int = _option(5, "agent")
     consumers: str = _option("", "agent")
@@ -151,6 +154,11 @@ class AgentSettings:
     events_routing_key: str = _option("", "events", key="routing_key")
     log_level: str = _option("INFO", "log", key="level")
     library_log_level: str = _option("INFO", "log", key="libraries")
+
+    @property
+    def metrics_address(self) -> Optional[Tuple[str, int]]:
+        """Where ``/metrics`` and ``/healthz`` listen, or None when ``metrics_listen`` is empty."""
+        return parse_listen(self.metrics_listen)
 
     @property
     def allowed_reply_exchanges(self) -> FrozenSet[str]:
@@ -189,6 +197,19 @@ def queue_arguments(settings: AgentSettings) -> Dict[str, Any]:
     if settings.single_active:
         arguments["x-single-active-consumer"] = True
     return arguments
+
+
+def parse_listen(text: str) -> Optional[Tuple[str, int]]:
+    """``HOST:PORT`` (``[::1]:9465`` for IPv6; port 0: any free port) as (host, port); None when empty."""
+    text = text.strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{METRICS_OPTION} must be HOST:PORT (e.g. {DEFAULT_METRICS_LISTEN}, [::1]:9465), "
+                          f"or empty to disable; got '{text}'")
+    return host, int(port)
 
 
 def _convert(raw: str, kind: Any, where: str) -> Any:
@@ -275,6 +296,7 @@ def _check(settings: AgentSettings) -> None:
         legacy_zone(settings.legacy_timestamp_zone)
     except ValueError as err:
         raise ConfigError(f"[agent] legacy_timestamp_zone: {err}") from None
+    parse_listen(settings.metrics_listen)
     if settings.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"[log] level must be one of {', '.join(LOG_LEVELS)}, got '{settings.log_level}'")
     if settings.library_log_level.upper() not in LOG_LEVELS:

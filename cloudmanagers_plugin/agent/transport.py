@@ -40,6 +40,7 @@ from pika.adapters.select_connection import IOLoop
 
 from .admission import Answer, Summary
 from .broker import CoalescingConnection, explain_connection_failure
+from .metrics import AgentMetrics
 from .publisher import ReplyPublisher
 from .settings import BrokerSettings, host_port
 from .status import AgentStatus
@@ -304,8 +305,10 @@ class Consumer:
         broker: BrokerSettings,
         on_consuming: Callable[[], None] = lambda: None,
         status: Optional[AgentStatus] = None,
+        metrics: Optional[AgentMetrics] = None,
     ) -> None:
         self._parameters = parameters
+        self._metrics = metrics or AgentMetrics()
         self._nodes = Nodes(len(parameters))
         self._topology = topology
         self._dispatcher: "Optional[Dispatcher]" = None
@@ -476,6 +479,7 @@ class Consumer:
         delivery = Delivery(channel, method.delivery_tag, properties, body, redelivered=bool(method.redelivered))
         self._acks.delivered(delivery.tag)
         self.status.delivered(method.redelivered)
+        self._metrics.received()
         address = self._address(properties)
         refusal = address and self._reply_policy.refusal(address)
         if refusal:  # not run: its answer could only go where the requester may not send it
@@ -495,7 +499,7 @@ class Consumer:
         delivery.outcome = f"duplicate, {answer.outcome}" if duplicate else answer.outcome
         address = self._address(delivery.properties)
         if not self._is_current(delivery):
-            self._log(delivery, answer, delivery.outcome, "not acked: its channel is gone, the broker redelivers it")
+            self._end(delivery, answer, delivery.outcome, "not acked: its channel is gone, the broker redelivers it")
         elif answer.body is None or address is None:
             self._ack(delivery, "no reply" if answer.body is None else "no reply address, nothing sent", "")
         else:
@@ -522,10 +526,10 @@ class Consumer:
     def _ack(self, delivery: Delivery, how: str, failure: str) -> None:
         answer, outcome = delivery.answer, delivery.outcome
         if not self._is_current(delivery):
-            self._log(delivery, answer, outcome, f"not acked ({failure}): the broker redelivers it")
+            self._end(delivery, answer, outcome, f"not acked ({failure}): the broker redelivers it")
         else:
             self._acks.answered(delivery.tag)
-            self._log(delivery, answer, outcome, failure or how)
+            self._end(delivery, answer, outcome, failure or how)
         self._maybe_close()
 
     @property
@@ -534,6 +538,11 @@ class Consumer:
 
     def _is_current(self, delivery: Delivery) -> bool:
         return delivery.channel is self._channel and delivery.channel.is_open
+
+    def _end(self, delivery: Delivery, answer: Answer, outcome: str, how: str) -> None:
+        """A request's end (answered, acked unanswered, or left to the broker): counted and logged."""
+        self._metrics.finished(delivery.summary.action, answer, time.monotonic() - delivery.received)
+        self._log(delivery, answer, outcome, how)
 
     @staticmethod
     def _log(delivery: Delivery, answer: Answer, outcome: str, how: str) -> None:

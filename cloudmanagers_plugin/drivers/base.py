@@ -90,6 +90,23 @@ def is_uuid(value: str) -> bool:
     return True
 
 
+class DriverEvents:
+    """What a driver reports as it works; this one reports nowhere.
+
+    The controller also runs inside the legacy synapse agent, which has no metrics; the
+    standalone agent passes its own (``agent/metrics.py``). Called from worker threads.
+    """
+
+    def cloud_request(self, cloud_manager: str, method: str, status: int) -> None:
+        """The cloud answered one HTTP request with ``status``."""
+
+    def token_request(self, cloud_manager: str) -> None:
+        """A token was requested from the identity service (the first one, or a refresh)."""
+
+
+NO_EVENTS = DriverEvents()
+
+
 class CloudDriver(ABC):
     """One cloud manager. Implementations must be safe to call from several threads."""
 
@@ -97,8 +114,9 @@ class CloudDriver(ABC):
     first_poll = 0.3
     max_poll = 3.0
 
-    def __init__(self, config: CloudManagerConfig):
+    def __init__(self, config: CloudManagerConfig, events: DriverEvents = NO_EVENTS):
         self.config = config
+        self.events = events
 
     @abstractmethod
     def authenticate(self) -> None:

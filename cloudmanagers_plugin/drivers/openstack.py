@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..states import RUNNING, ServerAction
 from . import views
-from .base import CloudDriver, Console, CreateOptions, Flavor, Server, is_uuid
+from .base import NO_EVENTS, CloudDriver, Console, CreateOptions, DriverEvents, Flavor, Server, is_uuid
 from .catalog import Catalog
 from .expiring import ExpiringCache
 from .ratelimit import raise_when_limited
@@ -78,11 +78,13 @@ NOVA_ACTIONS: Mapping[ServerAction, Callable[[ServerManager, str], Any]] = {
 class OpenStackDriver(CloudDriver):
     """One OpenStack project (a config section), reached with one long-lived session."""
 
-    def __init__(self, config: CloudManagerConfig):
-        super().__init__(config)
+    def __init__(self, config: CloudManagerConfig, events: DriverEvents = NO_EVENTS):
+        super().__init__(config, events)
         verify = False if config.insecure else (config.cacert or True)
         self._session = DriverSession(auth=_auth(config), verify=verify, timeout=config.timeout)
-        self._session.session.hooks["response"].append(raise_when_limited)
+        # Every answer, Keystone's included, passes these hooks in order: report it, then raise
+        # on a rate limit.
+        self._session.session.hooks["response"] = [self._report, raise_when_limited]
         endpoint = {"interface": config.interface, "region_name": config.region_name}
         try:
             self._nova = nova_client.Client(
@@ -115,6 +117,14 @@ class OpenStackDriver(CloudDriver):
                                    NAME_CACHE_SECONDS)
         self._server_group_names = Catalog("server group", self._list_server_groups, NAME_CACHE_SECONDS)
         self._image_ids: ExpiringCache[str, str] = ExpiringCache(NAME_CACHE_SECONDS, NAME_CACHE_SIZE)
+
+    def _report(self, response: Any, *args: Any, **kwargs: Any) -> Any:
+        """requests response hook: tell ``events`` of the answer, and of a token request."""
+        method = response.request.method
+        self.events.cloud_request(self.config.name, method, response.status_code)
+        if method == "POST" and response.request.path_url.rstrip("/").endswith("/auth/tokens"):
+            self.events.token_request(self.config.name)
+        return response
 
     # -- errors and rate limits -----------------------------------------------------------
 

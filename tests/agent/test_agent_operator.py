@@ -3,6 +3,7 @@ queue expiry, systemd readiness and the start-up log of the `cloudmanagers agent
 
 import logging
 import os
+import re
 import signal
 import socket
 import threading
@@ -131,7 +132,7 @@ def test_agent_logs_version_and_sections_at_start(broker, tmp_path):
                           f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {uuid}\nexchange =\n[agent]\nworker = 2\n"
                               f"state_dir = {tmp_path}\n[events]\nenabled = false\n")
     config = write_file(os.path.join(tmp_path, "cloudmanagers.conf"), CM_SECTION)
-    process = agent_command("--agent-config", agent_config, "--config", config)
+    process = agent_command("--agent-config", agent_config, "--config", config, "--metrics-listen", "127.0.0.1:0")
     try:
         wait_for_consumer(uuid, timeout=20)
         process.send_signal(signal.SIGTERM)
@@ -148,3 +149,4 @@ def test_agent_logs_version_and_sections_at_start(broker, tmp_path):
             "compute API 2.60") in output
     assert "WARNING cloudmanagers_plugin.agent: cloud manager 'cm2' is invalid" in output
     assert f"{agent_config} [agent] worker is unknown and ignored" in output  # a typo of workers
+    assert re.search(r"metrics on http://127\.0\.0\.1:\d+/metrics, health on /healthz", output), output

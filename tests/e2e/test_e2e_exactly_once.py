@@ -10,12 +10,14 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 
 import pika
 import pytest
 
 from tests.support.e2e import harness, settle
+from tests.support.metrics import value
 
 pytestmark = pytest.mark.e2e
 
@@ -60,10 +62,15 @@ def caller():
 @pytest.fixture
 def dying_agent(e2e_config, tmp_path):
     """An agent that the test kills mid-request and starts again on the same queue."""
-    running = harness.Agent(str(tmp_path / "agent"), e2e_config).start()
+    running = harness.Agent(str(tmp_path / "agent"), e2e_config, metrics_listen="127.0.0.1:0").start()
     yield running
     running.stop()
     subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
+
+
+def text_of(url):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.read().decode()
 
 
 def kill_and_restart(agent):
@@ -105,6 +112,11 @@ def test_a_create_redelivered_after_its_post_gives_one_vm_and_the_first_success(
         assert [s.id for s in named(nova, vm_name)] == [server.id]
         assert nova.servers.get(server.id).metadata["cloudmanagers_create_request"] == correlation_id
         assert "created by request" in dying_agent.tail(200)  # the redelivery found the VM
+        metrics = text_of(dying_agent.metrics_url())  # the agent that answered counted it
+        assert value(metrics, "cloudmanagers_agent_redeliveries_total") == 1
+        assert value(metrics, "cloudmanagers_agent_requests_total", action="create", outcome="ok") == 1
+        assert value(metrics, "cloudmanagers_openstack_requests_total", cloud_manager=cm, method="GET", code="200") > 0
+        assert json.loads(text_of(dying_agent.metrics_url("/healthz")))["role"] == "active"
         another = agent.call("create", cm, name=vm_name, flavor="m1.tiny", image="cirros-fake")
         assert "already exists" in another["error"]  # another request for the name: as before
     finally:

@@ -84,7 +84,8 @@ def test_wheel_metadata(artifacts):
     assert metadata["Description-Content-Type"] == "text/markdown"
     requires = {r.split(";")[0].split(">")[0].split("=")[0].strip().lower()
                 for r in metadata.get_all("Requires-Dist") if "extra ==" not in r}
-    assert {"python-novaclient", "python-keystoneclient", "keystoneauth1", "pika", "pyyaml"} <= requires
+    assert {"python-novaclient", "python-keystoneclient", "keystoneauth1", "pika", "pyyaml",
+            "prometheus-client"} <= requires
     assert "cloudmanagers = cloudmanagers_plugin.cli:main" in entry_points
 
 

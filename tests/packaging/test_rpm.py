@@ -130,8 +130,12 @@ def _requires(artifacts):
 def test_requires(artifacts):
     reqs = _requires(artifacts)
     for name in ("python3", "python3-novaclient", "python3-keystoneclient", "python3-keystoneauth1",
-                 "python3-pika", "python3-pyyaml"):
+                 "python3-pika", "python3-pyyaml", "python3-prometheus_client"):
         assert name in reqs, f"the RPM does not require {name}: {sorted(reqs)}"
+
+
+# Distributions whose Fedora/EPEL package is not python3-<name>.
+RPM_NAMES = {"prometheus-client": "python3-prometheus_client"}
 
 
 def test_requires_match_setup_py(artifacts):
@@ -148,7 +152,7 @@ def test_requires_match_setup_py(artifacts):
             continue
         match = re.match(r"([A-Za-z0-9_.\-]+)\s*(?:\(?\s*>=\s*([^,\s)]+))?", requirement)
         dist, floor = match.group(1).lower(), match.group(2)
-        rpm_name = "python3-" + re.sub(r"^python-", "", dist)
+        rpm_name = RPM_NAMES.get(dist, "python3-" + re.sub(r"^python-", "", dist))
         assert rpm_name in reqs, f"setup.py requires {requirement!r} but the spec has no {rpm_name}"
         if floor:
             assert reqs[rpm_name] == f">= {floor}", f"{rpm_name}: spec {reqs[rpm_name]!r}, setup.py >= {floor}"

@@ -36,3 +36,9 @@ def test_the_readme_and_the_unit_give_the_score(rating):
         assert f"**{score}**" in readme.read()
     with open(UNIT, encoding="utf-8") as unit:
         assert f"rates this unit {score}" in unit.read()
+
+
+def test_a_dead_agent_is_restarted_but_not_a_configuration_error():
+    with open(UNIT, encoding="utf-8") as unit:
+        lines = {line.strip() for line in unit}
+    assert {"Restart=on-failure", "RestartPreventExitStatus=2"} <= lines  # on-failure covers SIGKILL and crashes

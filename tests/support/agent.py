@@ -85,6 +85,7 @@ def agent_settings(**overrides: Any) -> AgentSettings:
     settings.broker.host = "127.0.0.1"
     settings.broker.retry_delay = 0.5
     settings.publish_exchange = ""
+    settings.metrics_listen = ""  # test agents run side by side: a test that wants metrics asks for a port
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

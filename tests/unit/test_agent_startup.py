@@ -1,10 +1,15 @@
 """What an operator meets first, without a broker: an unreachable one (one line per attempt), the
 back-off, and the checks the `cloudmanagers agent` command makes before it connects (issue 16)."""
 
+import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
+import urllib.error
+import urllib.request
 
 import pika
 import pytest
@@ -111,3 +116,42 @@ def test_a_fatal_error_under_systemd_is_an_error_entry(tmp_path):
         lines = journal.read().splitlines()
     assert code == 2
     assert lines[-1].startswith(f"<3>error: {config}: cannot read the cloud managers file"), lines
+
+
+def test_a_metrics_address_in_use_stops_the_start_with_exit_2(tmp_path):
+    """Two agents of a group on one host with the default address: the second says what to do."""
+    config = write_file(os.path.join(tmp_path, "cloudmanagers.conf"), CM_SECTION)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = finish(agent_command("--url", "amqp://127.0.0.1/", "--config", config, "--uuid",
+                                            "3a468145-1afc-40d3-baf5-3ba4c0fc3561", "--metrics-listen",
+                                            f"127.0.0.1:{port}"))
+    assert code == 2, output
+    assert f"127.0.0.1:{port}: cannot listen: Address already in use" in output
+    assert "--metrics-listen HOST:PORT" in output
+
+
+def test_a_malformed_metrics_address_stops_the_start_with_exit_2(tmp_path):
+    config = write_file(os.path.join(tmp_path, "cloudmanagers.conf"), CM_SECTION)
+    code, output = finish(agent_command("--url", "amqp://127.0.0.1/", "--config", config, "--metrics-listen", "9465"))
+    assert code == 2 and "must be HOST:PORT" in output and "got '9465'" in output
+
+
+def test_health_is_503_while_the_broker_cannot_be_reached():
+    settings = agent_settings(metrics_listen="127.0.0.1:0")
+    settings.broker.port = 1  # nothing listens there
+    service = AgentService(settings, FakeController())
+    runner = threading.Thread(target=service.run, daemon=True)
+    runner.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen("http://127.0.0.1:%d/healthz" % service.metrics_address[1], timeout=5)
+        assert refused.value.code == 503
+        assert json.loads(refused.value.read()) == {"status": "unavailable", "role": "disconnected", "broker": None,
+                                                    "consuming": False}
+    finally:
+        service.request_stop()
+        runner.join(10)
+    assert not runner.is_alive()
