@@ -7,6 +7,11 @@ Run as a module (from the repository root) it becomes one of the processes under
     python -m bench.agent_harness cloud UUID WORKERS           the real agent, controller and OpenStack
                                                                driver against an in-process HTTP fake
                                                                (zero latency) holding vm-0 ... vm-7
+    python -m bench.agent_harness http UUID WORKERS PORT HOSTS QUEUE_TYPE CONSUMERS
+                                                               the same against bench/http_cloud.py on
+                                                               PORT, as one agent of a group
+The agent mode serves the local broker, or the group named by three more words: HOSTS
+([rabbitmq] host), QUEUE_TYPE and CONSUMERS ([agent] queue_type and consumers).
 """
 
 import json
@@ -114,9 +119,19 @@ class LatencyDriver(CloudDriver):
         return "active"
 
 
-def serve_agent(agent_uuid: str, workers: int, latency: float) -> int:
-    from cloudmanagers_plugin.agent.service import AgentService
+def bench_settings(agent_uuid: str, workers: int, group: List[str]) -> Any:
+    """Agent settings for the local broker, or for ``group``: [hosts, queue_type, consumers]."""
     from cloudmanagers_plugin.agent.settings import AgentSettings
+
+    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="", metrics_listen="")
+    settings.broker.host = "127.0.0.1"
+    if group:
+        settings.broker.host, settings.queue_type, settings.consumers = group
+    return settings
+
+
+def serve_agent(agent_uuid: str, workers: int, latency: float, group: List[str]) -> int:
+    from cloudmanagers_plugin.agent.service import AgentService
     from cloudmanagers_plugin.controller import CloudmanagersController
     from cloudmanagers_plugin.drivers import register_driver
 
@@ -127,8 +142,7 @@ def serve_agent(agent_uuid: str, workers: int, latency: float) -> int:
         handle.write("[cm_bench]\ncm_type = bench\nkeystone_base_url = http://127.0.0.1:5000/v3\n"
                      "username = u\npassword = p\nproject_name = p\n")
     os.chmod(conf, 0o600)
-    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="", metrics_listen="")
-    settings.broker.host = "127.0.0.1"
+    settings = bench_settings(agent_uuid, workers, group)
     controller = CloudmanagersController(config_path=conf, agent_uuid=agent_uuid)
     return AgentService(settings, controller).run_until_signalled()
 
@@ -138,20 +152,31 @@ def serve_cloud_agent(agent_uuid: str, workers: int) -> int:
     import requests_mock
 
     from cloudmanagers_plugin.agent.service import AgentService
-    from cloudmanagers_plugin.agent.settings import AgentSettings
     from cloudmanagers_plugin.controller import CloudmanagersController
     from tests.support.controller import LEGACY_SECTION, write_config
     from tests.support.fakecloud import FakeCloud
 
     conf = write_config(pathlib.Path(tempfile.mkdtemp(prefix="agent-bench-")) / "cloudmanagers.conf", LEGACY_SECTION)
-    settings = AgentSettings(uuid=agent_uuid, workers=workers, exchange="", publish_exchange="", metrics_listen="")
-    settings.broker.host = "127.0.0.1"
+    settings = bench_settings(agent_uuid, workers, [])
     with requests_mock.Mocker(real_http=True) as mocker:  # real_http: the broker is not HTTP anyway
         cloud = FakeCloud(mocker)
         for n in range(8):
             cloud.add_server(f"vm-{n}")
         controller = CloudmanagersController(config_path=conf, agent_uuid=agent_uuid)
         return AgentService(settings, controller).run_until_signalled()
+
+
+def serve_http_agent(agent_uuid: str, workers: int, port: int, group: List[str]) -> int:
+    """The agent as it runs, against the HTTP fake OpenStack of bench/http_cloud.py on ``port``."""
+    from bench.http_cloud import config_section
+    from cloudmanagers_plugin.agent.service import AgentService
+    from cloudmanagers_plugin.controller import CloudmanagersController
+    from tests.support.controller import write_config
+
+    conf = write_config(pathlib.Path(tempfile.mkdtemp(prefix="agent-bench-")) / "cloudmanagers.conf",
+                        config_section(port))
+    controller = CloudmanagersController(config_path=conf, agent_uuid=agent_uuid)
+    return AgentService(bench_settings(agent_uuid, workers, group), controller).run_until_signalled()
 
 
 def serve_echo(queue: str) -> int:
@@ -175,11 +200,12 @@ def serve_echo(queue: str) -> int:
 class Process:
     """One process under test; stopped (SIGTERM, then kill) when leaving the ``with``."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, broker: pika.ConnectionParameters = BROKER, consumers: int = 1) -> None:
         self.queue = args[1]
+        self.broker = broker
         self.popen = subprocess.Popen([sys.executable, "-m", "bench.agent_harness", *args], cwd=ROOT,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_consumer(self.queue, timeout=20.0)
+        wait_for_consumer(self.queue, timeout=20.0, broker=broker, count=consumers)
 
     @property
     def pid(self) -> int:
@@ -194,7 +220,7 @@ class Process:
             self.popen.wait(20)
         except subprocess.TimeoutExpired:
             self.popen.kill()
-        with pika.BlockingConnection(BROKER) as connection:
+        with pika.BlockingConnection(self.broker) as connection:
             connection.channel().queue_delete(self.queue)
 
 
@@ -216,8 +242,8 @@ def read_request(vm: str) -> bytes:
 class Client:
     """Blocking RPC client: publish to a queue, wait for replies by correlation id."""
 
-    def __init__(self) -> None:
-        self.connection = pika.BlockingConnection(BROKER)
+    def __init__(self, broker: pika.ConnectionParameters = BROKER) -> None:
+        self.connection = pika.BlockingConnection(broker)
         self.channel = self.connection.channel()
         self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
         self.answered: Dict[str, bytes] = {}
@@ -265,10 +291,12 @@ class Client:
 
 
 def main(argv: List[str]) -> int:
-    if argv[:1] == ["agent"] and len(argv) == 4:
-        return serve_agent(argv[1], int(argv[2]), float(argv[3]))
+    if argv[:1] == ["agent"] and len(argv) in (4, 7):
+        return serve_agent(argv[1], int(argv[2]), float(argv[3]), argv[4:])
     if argv[:1] == ["cloud"] and len(argv) == 3:
         return serve_cloud_agent(argv[1], int(argv[2]))
+    if argv[:1] == ["http"] and len(argv) == 7:
+        return serve_http_agent(argv[1], int(argv[2]), int(argv[3]), argv[4:])
     if argv[:1] == ["echo"] and len(argv) == 2:
         return serve_echo(argv[1])
     print(__doc__, file=sys.stderr)

@@ -113,21 +113,22 @@ class AgentThread:
         assert not self.thread.is_alive(), "agent did not stop"
 
 
-def wait_for_consumer(queue: str, timeout: float = 10.0, broker: Optional[pika.ConnectionParameters] = None) -> None:
-    """Block until ``queue`` exists and has a consumer (on ``broker``, else the local one)."""
+def wait_for_consumer(queue: str, timeout: float = 10.0, broker: Optional[pika.ConnectionParameters] = None,
+                      count: int = 1) -> None:
+    """Block until ``queue`` exists and has ``count`` consumers (on ``broker``, else the local one)."""
     deadline = time.monotonic() + timeout
     with pika.BlockingConnection(broker or pika.ConnectionParameters("127.0.0.1")) as connection:
         while time.monotonic() < deadline:
             channel = connection.channel()
             try:
-                if channel.queue_declare(queue, passive=True).method.consumer_count:
+                if channel.queue_declare(queue, passive=True).method.consumer_count >= count:
                     channel.close()
                     return
                 channel.close()
             except pika.exceptions.ChannelClosedByBroker:
                 pass
             time.sleep(0.05)
-    raise AssertionError(f"no consumer on {queue} after {timeout} s")
+    raise AssertionError(f"fewer than {count} consumers on {queue} after {timeout} s")
 
 
 class Requester:
