@@ -65,7 +65,7 @@ class AgentProcess:
 
 @pytest.fixture
 def cloud():
-    served = HTTPCloud()
+    served = HTTPCloud().start()
     yield served
     served.close()
 
