@@ -233,6 +233,13 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (every thread), from /proc."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def read_request(vm: str) -> bytes:
     """A typical request: read one VM of the bench cloud manager."""
     return json.dumps({"collection": "cloudmanagers", "action": "read", "id": "cm_bench",
