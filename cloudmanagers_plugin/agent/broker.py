@@ -8,7 +8,7 @@ always verifies the broker against ``cacertfile`` and a missing file stops the s
 import os
 import socket
 import ssl
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 import pika
 from pika.adapters.utils.connection_workflow import AMQPConnectionWorkflowFailed, AMQPConnectorException
@@ -149,18 +149,37 @@ class CoalescingConnection(pika.SelectConnection):
     reads every request too, and each system call lets a worker take the interpreter lock
     from it. So the frames emitted during one loop turn, by every reply and ack of that turn,
     are joined and written at its end: the same bytes in the same order, in one send.
+
+    ``at_turn_end`` runs a callback at that point, just before the write, so that what it
+    emits (the acks of the turn) goes out in the same write instead of a turn later.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._outgoing: List[bytes] = []
+        self._turn_end: List[Callable[[], None]] = []
+        self._scheduled = False
         super().__init__(*args, **kwargs)
 
-    def _adapter_emit_data(self, data: bytes) -> None:
-        if not self._outgoing:
-            self._adapter_call_later(0, self._flush_outgoing)
-        self._outgoing.append(data)
+    def at_turn_end(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` at the end of this loop turn, before the turn's frames are written."""
+        self._turn_end.append(callback)
+        self._schedule()
 
-    def _flush_outgoing(self) -> None:
+    def _adapter_emit_data(self, data: bytes) -> None:
+        self._outgoing.append(data)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            self._adapter_call_later(0, self._end_turn)
+
+    def _end_turn(self) -> None:
+        while self._turn_end:
+            callbacks, self._turn_end = self._turn_end, []
+            for callback in callbacks:
+                callback()
+        self._scheduled = False
         data, self._outgoing = b"".join(self._outgoing), []
         if data and self._transport is not None:
             super()._adapter_emit_data(data)

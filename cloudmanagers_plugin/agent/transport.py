@@ -5,7 +5,8 @@ explicit acks, clean stop, and reconnection with back-off. One IOLoop lives for 
 and every connection is built on it, so worker threads can always hand results back with
 ``add_callback_threadsafe``, even across reconnections. A request is acked only once its reply
 is confirmed (``publisher.py``), in one step, ``Consumer.reply_and_ack``; the acks due in one
-loop turn go out together (``Acks``).
+loop turn go out together (``Acks``), in the same write as that turn's replies
+(``broker.CoalescingConnection``).
 
 Until the first consume-ok, a refusal that waiting cannot fix (login, vhost, a missing exchange
 or queue, a permission the user lacks) is a configuration error: the agent exits 2, which the
@@ -318,7 +319,7 @@ class Consumer:
         self.status = status or AgentStatus(single_active=False)
         self._on_consuming = on_consuming
         self._publisher = ReplyPublisher(self._on_reply_settled)
-        self._acks = Acks(lambda flush: ioloop.call_later(0, flush))
+        self._acks = Acks(lambda flush: self._connection.at_turn_end(flush))
         self._reply_policy = ReplyPolicy(
             topology.publish_exchange, topology.reply_exchanges, topology.exchange, topology.queue
         )

@@ -326,7 +326,7 @@ def unconnected():
 
     connection = CoalescingConnection(pika.ConnectionParameters("127.0.0.1", 1), custom_ioloop=IOLoop())
     turn_ends = []
-    connection._adapter_call_later = lambda delay, callback: turn_ends.append(callback)
+    connection._adapter_call_later = lambda delay, callback: turn_ends.append(callback)  # the loop's turn end
     connection._transport = Transport()
     connection._body_max_length = 4096  # as set by the broker's Connection.Tune
     return connection, turn_ends
@@ -344,6 +344,16 @@ def test_the_frames_of_one_loop_turn_go_out_in_one_write_in_their_order():
     assert connection._transport.writes == [publish.marshal() + header.marshal() + body.marshal() + ack.marshal()]
     connection._send_method(1, Basic.Ack(delivery_tag=8))
     assert len(turn_ends) == 2  # the next turn schedules its own flush
+
+
+def test_what_a_turn_end_callback_emits_goes_out_in_that_turns_write():
+    connection, turn_ends = unconnected()
+    connection._send_method(1, Basic.Ack(delivery_tag=1))
+    connection.at_turn_end(lambda: connection._send_method(1, Basic.Ack(delivery_tag=2)))
+    assert len(turn_ends) == 1
+    turn_ends[0]()
+    first, second = pika.frame.Method(1, Basic.Ack(1)), pika.frame.Method(1, Basic.Ack(2))
+    assert connection._transport.writes == [first.marshal() + second.marshal()]
 
 
 def test_frames_left_when_the_transport_is_gone_are_dropped_like_pikas_own_buffer():
@@ -375,6 +385,7 @@ def test_with_replies_and_acks_batched_per_turn_a_request_is_acked_only_after_it
 
     loop, consume = TurnLoop(), AckChannel()
     subject = consumer(loop=loop)
+    subject._connection = SimpleNamespace(at_turn_end=lambda callback: loop.due.append(callback))
     replies = Connection()
     subject._publisher.attach(replies)
     subject._channel = consume
