@@ -1,4 +1,5 @@
-"""The ``cloudmanagers`` command: ``check-config`` here, ``agent`` (agent/service.py) and ``call`` (call.py).
+"""The ``cloudmanagers`` command: ``check-config`` here, ``agent`` (agent/service.py), ``call`` (call.py)
+and ``watch`` (watch.py).
 
 Exit codes shared by every subcommand: 2 means the configuration (or the command line) is
 wrong and must be fixed first; ``check-config`` exits 1 when the file is right but a cloud
@@ -12,7 +13,7 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
-from . import call, credentials, logsetup
+from . import call, credentials, logsetup, watch
 from .agent import command as agent_command, settings
 from .config import DEFAULT_PATHS, ENV_VAR, CloudManagerConfig
 from .errors import EXIT_CONFIG, CloudManagerError, ConfigError
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker = settings.command_line_options(verbosity)
     agent_command.register(commands, broker)
     call.register(commands, broker)
+    watch.register(commands, broker)
     credentials.register(commands, verbosity)
     return parser
 

@@ -107,3 +107,32 @@ def broadcast_summary(answered: int, errors: int, window: float) -> str:
 def json_text(value: Any) -> str:
     """Raw replies for scripts: sorted keys, two-space indent."""
     return json.dumps(value, sort_keys=True, indent=2)
+
+
+def event_line(message: Dict[str, Any], received: str) -> str:
+    """One unsolicited message as ``cloudmanagers watch`` prints it: one line, fixed columns first.
+
+    A change event: ``TIME SECTION #SEQUENCE EVENT VM STATUS`` then ``task=``, ``flavor=``,
+    ``fault=`` (in ERROR) and ``id=``; a compliance message: ``TIME SECTION MSG_TYPE VM`` then the
+    desired and current status and the reason. Values print as in a reply (``-`` for none).
+    """
+    status = message.get("status") if isinstance(message.get("status"), dict) else {}
+    msg_type = _cell(message.get("msg_type"))
+    head = [received, _cell(message.get("resource_id"))]
+    if msg_type == "status":
+        head += [f"#{_cell(status.get('sequence'))}", _cell(status.get("vm_event")), _cell(status.get("vm_name")),
+                 _cell(status.get("vm_status"))]
+        tail = [("task", status.get("vm_task_state")), ("flavor", status.get("vm_flavor_name"))]
+        tail += [("fault", status["vm_fault"])] if status.get("vm_fault") else []
+        tail += [("id", status.get("vm_id"))]
+    else:
+        current = message.get("current_status") if isinstance(message.get("current_status"), dict) else {}
+        head += [msg_type, _cell(status.get("vm_name"))]
+        tail = [("desired", status.get("vm_status")), ("current", current.get("vm_status"))]
+        tail += [("reason", message["reason"])] if message.get("reason") else []
+        tail += [("id", status.get("vm_id"))]
+    return "  ".join(head) + "  " + " ".join(f"{key}={_quoted(_cell(value))}" for key, value in tail)
+
+
+def _quoted(text: str) -> str:
+    return json.dumps(text) if any(char.isspace() or char == '"' for char in text) else text

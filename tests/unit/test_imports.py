@@ -27,10 +27,11 @@ PROBE = textwrap.dedent(f"""
 """)
 
 
-# a whole `call read` (no broker on port 1: it ends at the connection) and the command's help pages
+# a whole `call read` and `watch` (no broker on port 1: they end at the connection) and the command's help pages
 @pytest.mark.parametrize("argv", [
     ["--version"], ["call", "--help"], ["agent", "--help"],
     ["call", "read", "cm1", "--url", "amqp://guest:guest@127.0.0.1:1/", "--timeout", "0.2"],
+    ["watch", "--help"], ["watch", "--url", "amqp://guest:guest@127.0.0.1:1/", "--exchange", "events"],
 ])
 def test_command_imports_no_openstack_module(argv):
     proc = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=60)
