@@ -1,7 +1,8 @@
 """The agent's change feed: every section's VMs watched, each transition published as an event.
 
 One thread per section (``SectionWatcher``) polls its cloud (polling.py) on a timer, runs the
-full reconcile at start and every ``reconcile_interval``, and reads single VMs on request
+full reconcile at start, every ``reconcile_interval`` and after a delta poll failed (a cloud may
+refuse a ``changes-since`` list that a plain list passes), and reads single VMs on request
 (``ChangeFeed.refresh_vm``, for a source that knows which VM changed). Nothing of this runs on
 the I/O thread: an event is handed over with ``add_callback_threadsafe`` and published on the
 reply channel with publisher confirms, as the synapse agent publishes its unsolicited messages
@@ -275,7 +276,8 @@ class SectionWatcher:
                 next_reconcile = now + (self._feed.reconcile_interval if done else self._feed.poll_interval)
                 next_poll = now + self._feed.poll_interval
             elif now >= next_poll:
-                self._step("poll", lambda: self._events(self._poller.poll()))
+                if not self._step("poll", lambda: self._events(self._poller.poll())):
+                    next_reconcile = now + self._feed.poll_interval  # a failing delta poll: list everything
                 next_poll = max(next_poll + self._feed.poll_interval, now)
             self.save()
         self.save()

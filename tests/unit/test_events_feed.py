@@ -3,6 +3,7 @@ unconfirmed event again instead of giving it up, and that it saves only what was
 
 import json
 import queue
+import re
 import time
 
 import pytest
@@ -143,3 +144,18 @@ def test_a_failing_cloud_is_logged_once_and_polling_goes_on(cloud, feed, caplog)
     time.sleep(0.5)
     failures = [r for r in caplog.records if "reconcile failed" in r.getMessage()]
     assert len(failures) == 1 and "nova is down" in failures[0].getMessage()
+
+
+def test_a_failing_delta_poll_is_followed_by_a_full_list(cloud, feed):
+    """A cloud that refuses the changes-since list (e.g. a Neutron that takes no long URL) still
+    gets its changes reported, by the full list that follows each failed poll."""
+    server = cloud.add_server("web")
+    cloud.mocker.get(re.compile(r".*/servers/detail\?.*changes-since"), status_code=500,
+                     json={"computeFault": {"code": 500, "message": "URI Too Long"}})
+    feed, loop, consumer = feed()
+    feed.start()
+    loop.run(lambda: feed.reconciles(SECTION) >= 1)
+    server.update(status="SHUTOFF", updated="2026-11-25T10:05:00Z")
+    loop.run(lambda: consumer.published)
+    assert consumer.published[0][3]["status"]["vm_status"] == "SHUTOFF"
+    assert feed.reconciles(SECTION) >= 2

@@ -15,6 +15,10 @@ from . import procs
 from .settings import HOST, Settings
 from .util import http_answers, port_open
 
+# gunicorn's default (4094 bytes) is below what Nova sends Neutron: listing servers, it asks for the
+# ports of up to 150 of them in one URL (~7 KB); deployments run Neutron with larger buffers.
+REQUEST_LINE_LIMIT = 8190
+
 
 @dataclass
 class Service:
@@ -45,7 +49,8 @@ class Service:
             return [settings.venv_bin("gunicorn"), "--no-control-socket",
                     "--chdir", os.path.join(settings.lib, "wsgi"), "--name", "devcloud-" + self.name,
                     "--workers", "1", "--threads", str(self.threads), "--timeout", "300",
-                    "--graceful-timeout", "5", "--bind", f"{HOST}:{settings.ports[self.port_key]}",
+                    "--graceful-timeout", "5", "--limit-request-line", str(REQUEST_LINE_LIMIT),
+                    "--bind", f"{HOST}:{settings.ports[self.port_key]}",
                     self.module]
         return [settings.venv_bin(self.console_script), "--config-file",
                 os.path.join(settings.etc, "nova", "nova.conf")]
