@@ -62,8 +62,8 @@ def start_agent(workdir, config, exchange, agent_uuid=None):
 class Stream:
     """One VM's events as they come; ``next`` waits for its next state at rest (no task under way)."""
 
-    def __init__(self, listener, vm_id):
-        self.listener, self.vm_id, self.seen = listener, vm_id, 0
+    def __init__(self, listener, vm_id, log):
+        self.listener, self.vm_id, self.seen, self.log = listener, vm_id, 0, log
 
     def events(self):
         return [body["status"] for body in self.listener.bodies()
@@ -73,7 +73,11 @@ class Stream:
         def match(event):
             return event["vm_status"] == status and not event["vm_task_state"] and flavor in (None, event["vm_flavor_name"])
 
-        self.listener.wait(lambda _bodies: any(match(e) for e in self.events()[self.seen:]), timeout)
+        try:
+            self.listener.wait(lambda _bodies: any(match(e) for e in self.events()[self.seen:]), timeout)
+        except AssertionError:
+            seen = [(e["sequence"], e["vm_status"], e["vm_task_state"]) for e in self.events()]
+            raise AssertionError(f"no {status} event; this VM's: {seen}; the agent's log:\n{self.log()}") from None
         found = next(index for index, e in enumerate(self.events()) if index >= self.seen and match(e))
         self.seen = found + 1
         return self.events()[found]
@@ -92,7 +96,7 @@ def test_changes_made_with_novaclient_are_events_and_survive_a_restart(facts, no
     try:
         assert "watching the change events" in watch.stderr.readline()
         vm_id = nova.servers.create(vm_name, facts["image_id"], "1", nics="auto").id
-        stream = Stream(listener, vm_id)
+        stream = Stream(listener, vm_id, lambda: agent.tail())
         listener.wait(lambda _bodies: stream.events())
         created = stream.events()[0]
         assert created["vm_event"] == "created" and created["vm_name"] == vm_name
