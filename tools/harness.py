@@ -50,9 +50,10 @@ class Agent:
     """A standalone `cloudmanagers agent` in a subprocess, with its own queue (uuid)."""
 
     def __init__(self, workdir: str, config: str, agent_uuid: Optional[str] = None,
-                 events: Optional[Dict[str, Any]] = None, **agent_options: Any):
+                 events: Optional[Dict[str, Any]] = None, hosts: str = "127.0.0.1", **agent_options: Any):
         """``agent_options``: keys of ``[agent]``; ``events``: keys of ``[events]`` (default: no change
-        events, so that the agents of tests about other things do not poll the shared cloud)."""
+        events, so that the agents of tests about other things do not poll the shared cloud);
+        ``hosts``: ``[rabbitmq] host``, the broker's nodes (``call`` then reads them from the same file)."""
         os.makedirs(workdir, exist_ok=True)
         self.uuid = agent_uuid or str(uuid.uuid4())
         self.config = config
@@ -62,10 +63,11 @@ class Agent:
         options = {"uuid_file": os.path.join(workdir, "agent.uuid"), "state_dir": workdir, "metrics_listen": "",
                    **agent_options}
         with open(self.agent_config, "w", encoding="utf-8") as handle:
-            handle.write(f"[rabbitmq]\nhost = 127.0.0.1\nuuid = {self.uuid}\n\n[agent]\n")
+            handle.write(f"[rabbitmq]\nhost = {hosts}\nuuid = {self.uuid}\n\n[agent]\n")
             handle.writelines(f"{key} = {value}\n" for key, value in options.items())
             handle.write("\n[events]\n")
             handle.writelines(f"{key} = {value}\n" for key, value in (events or {"enabled": "false"}).items())
+        self.hosts = hosts
         self.process: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 30) -> "Agent":
@@ -110,6 +112,8 @@ class Agent:
         if timeout is None:
             timeout = 2 if action == "ping" else 60 + float(attributes.get("wait", 0))
         args = ["call", action] + ([cm_id] if cm_id else []) + ["--target", self.uuid, "--timeout", str(timeout)]
+        if self.hosts != "127.0.0.1":
+            args += ["--agent-config", self.agent_config]
         for key, value in attributes.items():
             args += ["--attr", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
         return args

@@ -25,7 +25,7 @@ from .events import ChangeFeed
 from .execution import AnswerCache, Dispatcher, OrderedPool, cached_weight
 from .metrics import AgentMetrics, MetricsServer
 from .settings import METRICS_OPTION, AgentSettings, queue_arguments, safe_summary
-from .status import AgentStatus
+from .status import DISCONNECTED, AgentStatus
 from .transport import Backoff, Consumer, Topology
 
 LOG = logging.getLogger("cloudmanagers_plugin.agent")
@@ -70,6 +70,8 @@ class AgentService:
             delivery_limit=settings.delivery_limit if settings.queue_type == "quorum" else 0,
         )
         self.status = AgentStatus(single_active=settings.single_active)
+        if settings.single_active:
+            self.status.on_role_change(lambda role: _log_role(role, agent_uuid))
         self.metrics = metrics or AgentMetrics()
         self.metrics.attach(self.status)
         backoff = Backoff(settings.broker.retry_delay, settings.broker.connection_attempts)
@@ -162,6 +164,13 @@ def _writable_folder(path: str) -> None:
         raise ConfigError(f"[agent] state_dir = {path}: cannot create it ({err.strerror or err})") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"[agent] state_dir = {path}: not writable by this user")
+
+
+def _log_role(role: str, queue: str) -> None:
+    """Which agent of a single-active group works, in the log as it changes (a lost connection
+    is logged by the transport already)."""
+    if role != DISCONNECTED:
+        LOG.info("%s in the group of queue %s", role, queue)
 
 
 # -- systemd ------------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ import pika
 import pytest
 
 from tests.support.agent import AgentThread, FakeController, Requester, agent_settings, delete_queue, unique
-from tests.support.cluster import Cluster
 
 
 @pytest.fixture(scope="session")
@@ -52,22 +51,3 @@ def requester(broker):
     yield client
     client.close()
 
-
-@pytest.fixture(scope="session")
-def cluster_session():
-    """tools/rabbitcluster's 3 nodes: started when none runs (and then stopped at the end)."""
-    cluster = Cluster()
-    started = not any(node.up for node in cluster.nodes())
-    if not cluster.all_up():
-        cluster.start()
-    yield cluster
-    if started:
-        cluster.stop()
-
-
-@pytest.fixture
-def cluster(cluster_session):
-    """The cluster with every node up, before and after the test (a test may kill nodes)."""
-    cluster_session.revive_all()
-    yield cluster_session
-    cluster_session.revive_all()

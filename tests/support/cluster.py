@@ -83,7 +83,8 @@ class Cluster:
                 return
 
     def wait_for_consumers(self, queue: str, count: int, timeout: float = 20.0) -> None:
-        """Until ``queue`` exists and has ``count`` consumers (standbys of a group included)."""
+        """Until ``queue`` exists and has ``count`` consumers (competing ones: a queue with a single
+        active consumer counts only the active one)."""
         node = next(node for node in self.nodes() if node.up)
         deadline = time.monotonic() + timeout
         with pika.BlockingConnection(node.parameters()) as connection:
