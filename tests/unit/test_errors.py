@@ -8,7 +8,7 @@ import requests
 
 from cloudmanagers_plugin import CloudmanagersController
 from tests.support.controller import status_of
-from tests.support.fakecloud import GLANCE, KEYSTONE, NOVA, PASSWORD, TOKEN
+from tests.support.fakecloud import GLANCE, IMAGE_ID, KEYSTONE, NOVA, PASSWORD, TOKEN
 
 
 def _nova_error(cloud, code, message):
@@ -42,6 +42,39 @@ def test_keystone_unreachable(call, cloud):
     cloud.mocker.post(f"{KEYSTONE}/v3/auth/tokens", exc=requests.exceptions.ConnectionError("refused"))
     error = call("read", name="x")["error"]
     assert "cannot connect to OpenStack" in error and "keystone_base_url" in error
+
+
+def _dropped_once(cloud, method, pattern, handler, status=200):
+    """The first matching request meets a kept-alive connection the server has just closed."""
+    dropped = requests.exceptions.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed "
+                                                  "connection without response'))")
+    cloud.mocker.register_uri(method, re.compile(pattern), [{"exc": dropped}, {"json": handler, "status_code": status}])
+
+
+def test_a_read_on_a_dropped_connection_is_sent_once_more(call, cloud):
+    server = cloud.add_server("vm")
+    _dropped_once(cloud, "GET", rf"^{re.escape(NOVA)}/servers/[^/?]+$", cloud._show)
+    assert status_of(call("read", name=server["id"]))["vm_name"] == "vm"
+
+
+def test_an_idempotent_action_on_a_dropped_connection_is_sent_once_more(call, cloud):
+    server = cloud.add_server("vm")
+    _dropped_once(cloud, "POST", rf"^{re.escape(NOVA)}/servers/[^/]+/action$", cloud._action, status=202)
+    assert status_of(call("update", name="vm", status="PAUSED"))["vm_actions"] == ["pause"]
+    assert cloud.servers[server["id"]]["status"] == "PAUSED"
+
+
+def test_a_create_on_a_dropped_connection_is_not_resent(call, cloud):
+    _dropped_once(cloud, "POST", rf"^{re.escape(NOVA)}/servers$", cloud._create, status=202)
+    assert "cannot connect to OpenStack while trying to create VM 'new'" in call(
+        "create", name="new", flavor="1", image=IMAGE_ID)["error"]
+    assert len([r for r in cloud.requests() if r == "POST /v2.1/servers"]) == 1 and not cloud.servers
+
+
+def test_a_service_that_stays_unreachable_fails_after_the_second_try(call, cloud):
+    cloud.mocker.get(re.compile(rf"^{re.escape(NOVA)}/servers.*"), exc=requests.exceptions.ConnectionError("refused"))
+    assert "cannot connect to OpenStack while trying to look up VM 'x'" in call("read", name="x")["error"]
+    assert len([r for r in cloud.requests() if r.startswith("GET /v2.1/servers/detail")]) == 2
 
 
 def test_nova_timeout(call, cloud):
