@@ -28,6 +28,7 @@ LOG = logging.getLogger(__name__)
 
 MAX_WAIT = 3600.0
 MAX_CONSOLE_LINES = 10000
+SETTLE_WAIT = 60.0  # how long a redelivered state change that met a 409 waits for the VM's task to end
 MAX_USER_DATA = 65535  # Nova's limit for the base64 text
 REBOOT_MARK = "cloudmanagers_reboot_request"  # server metadata: the request whose reboot ran last
 CREATE_MARK = "cloudmanagers_create_request"  # server metadata: the request that created the VM
@@ -213,8 +214,11 @@ class CloudmanagersController(ResourcesController):
         if row:
             action = states.plan(server.status, requested, resizing=flavor is not None)
             if action:
-                _run_state_action(driver, server, action)
-                actions.append(action.value)
+                try:
+                    _run_state_action(driver, server, action)
+                    actions.append(action.value)
+                except Conflict as refused:
+                    server = _reached_by_an_earlier_run(driver, server, requested, flavor is not None, wait, refused)
                 if wait:
                     server = driver.wait_for_status(server.id, row.final_statuses, wait)
         if flavor or revert:
@@ -619,6 +623,26 @@ def _keep_only_the_oldest(driver: CloudDriver, res_id: str, name: str, created: 
 
 def _age_order(server: Server) -> Tuple[str, str]:
     return (server.created or "", server.id)
+
+
+def _reached_by_an_earlier_run(driver: CloudDriver, server: Server, requested: str, resizing: bool,
+                               wait: Optional[float], refused: Conflict) -> Server:
+    """The VM, when Nova refused (409) a redelivered state change because the earlier run of the
+    same request got there; else ``refused`` is raised.
+
+    An agent that loses its broker connection (its node died) goes on running what it had
+    started while the broker gives the same requests to another agent: both read the VM before
+    either acted, the first start (or stop...) wins and the second meets Nova's 409 ("while it
+    is in vm_state active"). Once the VM has no task, a VM where the request wanted it was put
+    there by that earlier run: success, with no action of this run, as for a VM already there.
+    """
+    if not redelivered():
+        raise refused
+    settled = driver.wait_for_status(server.id, (), wait or SETTLE_WAIT, done=lambda current: not current.task_state)
+    if states.plan(settled.status, requested, resizing) is not None:
+        raise refused
+    LOG.info("VM %s: already %s, by an earlier run of this redelivered request", server.id, settled.status)
+    return settled
 
 
 def _run_state_action(driver: CloudDriver, server: Server, action: states.ServerAction) -> None:

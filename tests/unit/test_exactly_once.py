@@ -173,6 +173,40 @@ def test_a_redelivered_state_change_in_another_process_makes_no_call(controller,
     assert len(actions(cloud)) == calls == 1
 
 
+def _started_elsewhere_first(cloud):
+    """Nova's action endpoint as it answers a run that lost the race: the earlier run of the same
+    request (in the agent that lost its broker connection, not its process) started the VM just
+    before, so this start meets a 409."""
+    def answer(request, context):
+        (server,) = cloud.servers.values()
+        server["status"] = "ACTIVE"
+        return cloud._action(request, context)
+
+    cloud.mocker.register_uri("POST", re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), json=answer)
+
+
+def test_a_redelivered_state_change_that_meets_its_earlier_run_under_way_succeeds(second, cloud):
+    vm = cloud.add_server("haproxy", status="SHUTOFF")
+    _started_elsewhere_first(cloud)
+    again = status_of(run(second, "update", "corr-1", redelivered=True, name="haproxy", status="ACTIVE", wait=30))
+    assert again["vm_actions"] == [] and again["vm_status"] == vm["status"] == "ACTIVE"
+
+
+def test_a_first_delivery_that_meets_a_409_is_still_an_error(second, cloud):
+    cloud.add_server("haproxy", status="SHUTOFF")
+    _started_elsewhere_first(cloud)
+    error = run(second, "update", "corr-1", name="haproxy", status="ACTIVE")["error"]
+    assert "(409)" in error and "vm_state active" in error
+
+
+def test_a_redelivered_state_change_refused_for_another_reason_is_still_an_error(second, cloud):
+    cloud.add_server("haproxy", status="SHUTOFF")
+    cloud.mocker.register_uri("POST", re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), status_code=409,
+                              json={"conflictingRequest": {"code": 409, "message": "locked"}})
+    error = run(second, "update", "corr-1", redelivered=True, name="haproxy", status="ACTIVE")["error"]
+    assert "(409)" in error and "locked" in error
+
+
 def test_a_redelivered_delete_of_a_vm_already_gone_succeeds_without_a_call(controller, second, cloud):
     vm = cloud.add_server("haproxy")
     first = status_of(run(controller, "delete", "corr-1", name="haproxy"))
