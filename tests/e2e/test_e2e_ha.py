@@ -16,7 +16,7 @@ import pika
 import pytest
 
 from cloudmanagers_plugin.agent.settings import load_settings, queue_arguments
-from tests.support.cluster import Cluster, Node
+from tests.support.cluster import Node
 from tests.support.ha_agent import CRASH_VARIABLE
 from tests.support.ha_group import AgentGroup, ctl, queue_leader, url
 from tests.support.ha_load import Client, Fault, FaultRun, Mix, VmWatch, create_in_flight, delete_vms, message, \
@@ -30,30 +30,17 @@ DELIVERY_LIMIT = 3
 GROUP = {"workers": 8, "queue_type": "quorum", "consumers": "single-active", "delivery_limit": DELIVERY_LIMIT}
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """tools/rabbitcluster's cluster (started when not running, and then stopped at the end)."""
-    found = Cluster()
-    started = not any(node.up for node in found.nodes())
-    if not found.all_up():
-        found.start()
-    yield found
-    if started:
-        found.stop()
-
-
 @pytest.fixture
 def nodes(cluster):
-    """The cluster's nodes, every one up (a node a failed test left down is revived)."""
-    cluster.revive_all()
+    """The nodes of the cluster (tests/conftest.py: every node up before and after each test)."""
     return cluster.nodes()
 
 
 @pytest.fixture
 def make_group(cluster, e2e_config, tmp_path):
-    """``make_group(hosts, env=None, leader=None)``: 3 agents consuming; stopped, their queue
-    deleted and every node up again afterwards. ``leader``: the node to declare the queue from
-    first, so that its leader is there and not on the node the agents connect to."""
+    """``make_group(hosts, env=None, leader=None)``: 3 agents consuming; stopped and their queue
+    deleted afterwards. ``leader``: the node to declare the queue from first, so that its leader
+    is there and not on the node the agents connect to."""
     groups = []
 
     def make(hosts, env=None, leader=None):
@@ -67,8 +54,6 @@ def make_group(cluster, e2e_config, tmp_path):
     yield make
     for group in groups:
         group.stop()
-    cluster.revive_all()
-    for group in groups:
         cluster.delete_queue(group.uuid)
 
 
