@@ -41,6 +41,7 @@ def register(subparsers: Any, broker: argparse.ArgumentParser) -> None:
 def run_agent(args: argparse.Namespace) -> int:
     """``cloudmanagers agent``: serve until SIGTERM/SIGINT."""
     from ..controller import CloudmanagersController
+    from .desired_store import DesiredStateStore
     from .metrics import AgentMetrics
     from .service import AgentService
 
@@ -58,7 +59,10 @@ def run_agent(args: argparse.Namespace) -> int:
         root = logging.getLogger()
         limit_library_logging(root.level, logging.getLevelName(settings.library_log_level.upper()), root.handlers)
         metrics = AgentMetrics()
-        controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid, events=metrics)
+        # monitored desired states are judged on change events: without events, monitor changes nothing
+        desired = DesiredStateStore(settings.state_dir) if settings.events_enabled else None
+        controller = CloudmanagersController(config_path=args.config, agent_uuid=settings.uuid, events=metrics,
+                                             desired_states=desired)
     except CloudManagerError as err:
         report_error(str(err))
         return EXIT_CONFIG

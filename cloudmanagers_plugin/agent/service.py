@@ -21,9 +21,11 @@ from ..polling import ViewSource
 from ..version import __version__
 from .admission import Gate, HostFilter, Permissions, legacy_zone
 from .broker import connection_parameters, login_user_id
+from .compliance import compliance_monitor
 from .events import ChangeFeed
 from .execution import AnswerCache, Dispatcher, OrderedPool, cached_weight
 from .metrics import AgentMetrics, MetricsServer
+from .notifications import notification_service
 from .settings import METRICS_OPTION, AgentSettings, queue_arguments, safe_summary
 from .status import DISCONNECTED, AgentStatus
 from .transport import Backoff, Consumer, Topology
@@ -90,6 +92,9 @@ class AgentService:
         self.feed = _change_feed(settings, controller, self._consumer, self._ioloop)
         address = settings.metrics_address
         self._metrics_server = MetricsServer(self.metrics, address, METRICS_OPTION) if address else None
+        # the feed's fast source (Nova's notifications) and its compliance reader: both need the feed
+        self._notifications = notification_service(agent_uuid, controller, self.feed) if self.feed else None
+        self._compliance = compliance_monitor(controller, self.feed, settings.alert_interval) if self.feed else None
         LOG.info("cloudmanagers agent %s (uuid %s) starting: %s", __version__, agent_uuid, safe_summary(settings))
 
     def _count_abandoned(self) -> None:
@@ -108,10 +113,16 @@ class AgentService:
         try:
             if self.feed is not None:
                 self.feed.start()
+            if self._notifications is not None:
+                self._notifications.start()
             self._consumer.start(self._dispatcher)
             self._ioloop.start()
+            if self._notifications is not None:
+                self._notifications.stop()
             if self.feed is not None:
                 self.feed.close()
+            if self._compliance is not None:
+                self._compliance.close()
             self._pool.shutdown()
             self._ioloop.close()
         finally:

@@ -219,10 +219,37 @@ class EventListener:
         self.queue = self.channel.queue_declare("", exclusive=True).method.queue
         self.channel.queue_bind(self.queue, exchange, routing_key)
         self.messages: List[Tuple[Any, Dict[str, Any]]] = []  # (properties, body)
+        self.arrivals: List[float] = []  # time.monotonic() when each message was taken in
         self.channel.basic_consume(self.queue, self._on_message, auto_ack=True)
 
     def _on_message(self, _channel: Any, _method: Any, properties: Any, body: bytes) -> None:
         self.messages.append((properties, json.loads(body)))
+        self.arrivals.append(time.monotonic())
+
+    def listen(self, seconds: float) -> None:
+        """Take messages in for ``seconds`` (instead of sleeping), so each is timed as it arrives."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.connection.process_data_events(time_limit=min(left, 0.05))
+
+    def first(self, matches: Any, timeout: float = 20.0, after: float = 0.0) -> Tuple[float, Dict[str, Any]]:
+        """The first message taken in at or after ``after`` (monotonic) that ``matches``: (its arrival, its
+        body); AssertionError after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = next(((at, body) for at, (_p, body) in zip(self.arrivals, self.messages)
+                          if at >= after and matches(body)), None)
+            if found is not None:
+                return found
+            if time.monotonic() > deadline:
+                seen = [f"{b.get('msg_type')}:{b.get('status', {}).get('vm_status')}" for b in self.matching(
+                    lambda _b: True, after)]
+                raise AssertionError(f"no matching message within {timeout:g} s; since then: {seen[-20:]}")
+            self.connection.process_data_events(time_limit=0.05)
+
+    def matching(self, matches: Any, after: float = 0.0) -> List[Dict[str, Any]]:
+        """The bodies taken in at or after ``after`` that ``matches``."""
+        return [body for at, (_p, body) in zip(self.arrivals, self.messages) if at >= after and matches(body)]
 
     def wait(self, condition: Any, timeout: float = 20.0) -> List[Dict[str, Any]]:
         """Collect until ``condition(bodies)`` holds (AssertionError after ``timeout``); return the bodies."""
@@ -239,3 +266,14 @@ class EventListener:
     def close(self) -> None:
         if self.connection.is_open:
             self.connection.close()
+
+
+def about(agent_uuid: str, section: str, vm_id: str, msg_type: str = "status", **status: Any) -> Any:
+    """A predicate on unsolicited messages: from that agent, about that section's VM, of that
+    ``msg_type``, whose ``status`` holds those values."""
+    def matches(body: Dict[str, Any]) -> bool:
+        values = body.get("status") or {}
+        return (body.get("uuid") == agent_uuid and body.get("resource_id") == section
+                and body.get("msg_type") == msg_type and (body.get("vm_id") or values.get("vm_id")) == vm_id
+                and all(values.get(key) == value for key, value in status.items()))
+    return matches

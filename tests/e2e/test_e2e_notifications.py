@@ -1,0 +1,213 @@
+"""Nova's versioned notifications and monitored desired state, end to end.
+
+The devcloud's Nova notifies on its own vhost; the agent listens there with a RabbitMQ user of
+its own (made here), so a test can switch the notifications off by taking that user's
+permissions and closing the listener's connection, and on again. VMs are changed directly with
+novaclient, as someone in Horizon would; the events and compliance messages are read from an
+exchange of the test's own.
+"""
+
+import subprocess
+import time
+import urllib.parse
+import uuid
+
+import pika
+import pytest
+
+from tests.support.agent import EventListener, about, close_connection_named
+from tests.support.e2e import harness, settle
+
+FAST = "devcloud_notified"  # notifications on, polling every 300 s: a quick event can only be a notification
+REMEDIATE = "devcloud_remediate"
+SWITCHED = "devcloud_switched"  # notifications on and off, polling every 3 s
+POLL_SECONDS = 3
+
+
+def rabbitmqctl(*args):
+    return subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def bus(facts):
+    """A RabbitMQ user of the test's own on the devcloud's vhost: (url, user, vhost)."""
+    user, password = f"cm-e2e-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    vhost = facts["rabbitmq"]["vhost"]
+    rabbitmqctl("add_user", user, password)
+    rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    yield f"rabbit://{user}:{password}@127.0.0.1:{facts['ports']['rabbit']}/{vhost}", user, vhost
+    subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def events_exchange(facts):
+    name = f"test-events-{uuid.uuid4().hex[:8]}"
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+        connection.channel().exchange_declare(name, "topic", auto_delete=False)
+    yield name
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+        connection.channel().exchange_delete(name)
+
+
+@pytest.fixture(scope="module")
+def events(events_exchange):
+    queue = EventListener(events_exchange, "#")
+    yield queue
+    queue.close()
+
+
+def _config(path, facts, bus_url, sections):
+    demo = facts["credentials"]["demo"]
+    text = "".join(
+        f"[{name}]\ncm_type = openstack\nkeystone_base_url = {facts['auth_url']}\n"
+        f"project_name = {demo['project_name']}\nusername = {demo['username']}\npassword = {demo['password']}\n"
+        f"notifications_url = {bus_url}\nnotifications_exchange = {facts['notifications']['exchange']}\n{extra}\n"
+        for name, extra in sections.items())
+    path.write_text(text)
+    path.chmod(0o600)
+    return str(path)
+
+
+def _agent(tmp_path_factory, config, exchange, poll_interval):
+    workdir = str(tmp_path_factory.mktemp("agent"))
+    running = harness.Agent(workdir, config, events={"exchange": exchange, "poll_interval": poll_interval}).start()
+    _wait_log(running, "listening to Nova's notifications", 30)
+    return running
+
+
+def _wait_log(agent, text, timeout):
+    deadline = time.monotonic() + timeout
+    while text not in agent.tail(10 ** 6):
+        assert time.monotonic() < deadline, f"'{text}' not in the agent's log:\n{agent.tail()}"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def fast_agent(facts, bus, events_exchange, tmp_path_factory):
+    config = _config(tmp_path_factory.mktemp("fast") / "cloudmanagers.conf", facts, bus[0],
+                     {FAST: "", REMEDIATE: "remediate = true\n"})
+    running = _agent(tmp_path_factory, config, events_exchange, 300)
+    yield running
+    running.stop()
+    subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def switched_agent(facts, bus, events_exchange, tmp_path_factory):
+    config = _config(tmp_path_factory.mktemp("switched") / "cloudmanagers.conf", facts, bus[0], {SWITCHED: ""})
+    running = _agent(tmp_path_factory, config, events_exchange, POLL_SECONDS)
+    yield running
+    running.stop()
+    subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
+
+
+@pytest.fixture
+def boot(nova, facts):
+    """boot() -> an ACTIVE server made directly with novaclient (deleted at the end)."""
+    made = []
+
+    def run():
+        server = nova.servers.create(f"e2e-n-{uuid.uuid4().hex[:8]}", facts["image_id"], facts["flavor_ids"]["m1.tiny"],
+                                     nics="none")
+        made.append(server.id)
+        settle(nova, server.id, "ACTIVE")
+        return server.id
+
+    yield run
+    for server_id in made:
+        try:
+            nova.servers.delete(server_id)
+        except Exception:
+            pass
+
+
+def _change(nova, server_id, action):
+    """Stop/start/pause... a server as someone outside the controller does; the moment it was asked."""
+    asked = time.monotonic()
+    getattr(nova.servers, action)(server_id)
+    return asked
+
+
+def test_a_vm_stopped_outside_is_reported_well_under_a_second(fast_agent, events, nova, boot):
+    vm = boot()
+    events.first(about(fast_agent.uuid, FAST, vm, vm_status="ACTIVE", vm_task_state=None), 30)
+    latencies = []
+    for action, status in (("stop", "SHUTOFF"), ("start", "ACTIVE"), ("pause", "PAUSED")):
+        asked = _change(nova, vm, action)
+        arrived, event = events.first(about(fast_agent.uuid, FAST, vm, vm_status=status, vm_task_state=None), 30,
+                                         after=asked)
+        latencies.append(arrived - asked)
+        assert event["status"]["vm_event"] == "changed" and event["status"]["vm_id"] == vm
+        settle(nova, vm, status)
+    # Nova takes ~0.3 s to act; polling every 300 s could not have told within seconds
+    assert max(latencies) < 1.0, latencies
+
+
+def test_notifications_switched_off_then_on(switched_agent, bus, events, nova, boot):
+    _url, user, vhost = bus
+    vm = boot()
+    events.first(about(switched_agent.uuid, SWITCHED, vm, vm_status="ACTIVE", vm_task_state=None), 30)
+    listener = f"cloudmanagers-agent {switched_agent.uuid} notifications {SWITCHED}"
+    rabbitmqctl("clear_permissions", "-p", vhost, user)
+    try:
+        assert close_connection_named(listener) == 1
+        _wait_log(switched_agent, "polling carries on", 15)
+        asked = _change(nova, vm, "stop")
+        arrived, _event = events.first(about(switched_agent.uuid, SWITCHED, vm, vm_status="SHUTOFF"),
+                                          POLL_SECONDS + 10, after=asked)
+        assert arrived - asked < POLL_SECONDS + 2  # polling alone: within an interval and a second
+        settle(nova, vm, "SHUTOFF")
+    finally:
+        rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+    _wait_log(switched_agent, "listening again to Nova's notifications", 75)
+    asked = _change(nova, vm, "start")
+    arrived, _event = events.first(about(switched_agent.uuid, SWITCHED, vm, vm_status="ACTIVE",
+                                            vm_task_state=None), 30, after=asked)
+    assert arrived - asked < 1.0
+    assert urllib.parse.urlsplit(bus[0]).password not in switched_agent.tail(10 ** 6)  # never logged
+    assert f"{user}:***@" in switched_agent.tail(10 ** 6)
+
+
+def _create_monitored(agent, section, name, facts):
+    result = harness.cloudmanagers(*agent.command("create", section, name=name, flavor="m1.tiny",
+                                                  image=facts["image"]["name"], wait=60, networks="none"),
+                                   "--monitor", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_a_monitored_vm_stopped_outside_drifts_and_comes_back(fast_agent, events, nova, facts, vm_name):
+    _create_monitored(fast_agent, FAST, vm_name, facts)
+    vm = nova.servers.find(name=vm_name).id
+    try:
+        asked = _change(nova, vm, "stop")
+        arrived, error = events.first(about(fast_agent.uuid, FAST, vm, "compliance_error"), 30, after=asked)
+        assert arrived - asked < 2.0
+        assert error["status"] == {"vm_id": vm, "vm_name": vm_name, "vm_status": "ACTIVE", "vm_flavor": "1"}
+        assert error["current_status"]["vm_status"] == "SHUTOFF" and error["compliant"] is False
+        assert error["reason"] == "the VM is SHUTOFF, desired ACTIVE" and error["remediation"] is None
+        settle(nova, vm, "SHUTOFF")
+        asked = _change(nova, vm, "start")
+        _arrived, ok = events.first(about(fast_agent.uuid, FAST, vm, "compliance_ok"), 30, after=asked)
+        assert ok["compliant"] is True and ok["back_to_compliance"] is True
+        settle(nova, vm, "ACTIVE")
+        asked = _change(nova, vm, "delete")
+        _arrived, gone = events.first(about(fast_agent.uuid, FAST, vm, "compliance_error"), 30, after=asked)
+        assert gone["current_status"]["vm_status"] == "DELETED" and gone["reason"] == "deleted outside the controller"
+    finally:
+        fast_agent.call("delete", FAST, name=vm, wait=30)
+
+
+def test_with_remediate_the_agent_starts_it_again(fast_agent, events, nova, facts, vm_name):
+    _create_monitored(fast_agent, REMEDIATE, vm_name, facts)
+    vm = nova.servers.find(name=vm_name).id
+    try:
+        asked = _change(nova, vm, "stop")
+        _arrived, error = events.first(about(fast_agent.uuid, REMEDIATE, vm, "compliance_error"), 30, after=asked)
+        assert error["remediation"] == {"update": {"status": "ACTIVE"}, "vm_actions": ["start"]}
+        events.first(about(fast_agent.uuid, REMEDIATE, vm, "compliance_ok"), 30, after=asked)
+        assert settle(nova, vm, "ACTIVE")[0] == "ACTIVE"
+        # the other section saw the same VM change, but does not monitor it
+        assert not events.matching(about(fast_agent.uuid, FAST, vm, "compliance_error"))
+    finally:
+        fast_agent.call("delete", REMEDIATE, name=vm, force=True, wait=30)
