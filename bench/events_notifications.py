@@ -82,7 +82,7 @@ def main() -> None:
         auth=v3.Password(auth_url=facts["auth_url"], **facts["credentials"][who]))) for who in ("demo", "admin"))
     project = facts["demo_project_id"]
     quota = admin.quotas.get(project).instances  # the demo quota (20) is below the bench's VMs: lifted meanwhile
-    admin.quotas.update(project, instances=max(quota, args.vms + 20) if quota >= 0 else quota)
+    admin.quotas.update(project, instances=-1)
     exchange = f"bench-events-{uuid.uuid4().hex[:8]}"
     with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
         connection.channel().exchange_declare(exchange, "topic", auto_delete=False)
@@ -129,12 +129,12 @@ def main() -> None:
             for server_id in servers:
                 settle(nova, server_id, status, timeout=120)
     finally:
-        admin.quotas.update(project, instances=quota, force=True)
         agent.stop()
         events.close()
         tap.connection.close()
         for server_id in servers:
             nova.servers.delete(server_id)
+        admin.quotas.update(project, instances=quota, force=True)
         subprocess.run(["rabbitmqctl", "-q", "delete_queue", agent.uuid], capture_output=True)
         with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
             connection.channel().exchange_delete(exchange)

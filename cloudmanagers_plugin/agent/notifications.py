@@ -23,6 +23,7 @@ the user's token (``_context_auth_token``): they are never logged.
 
 import json
 import logging
+import ssl
 import threading
 from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
@@ -163,7 +164,7 @@ class NotificationListener:
         parameters = pika.ConnectionParameters(
             host=broker.host, port=broker.port, virtual_host=self._url.vhost,
             credentials=pika.PlainCredentials(broker.username, broker.password),
-            ssl_options=pika.SSLOptions(_default_tls()) if self._url.use_ssl else None,
+            ssl_options=pika.SSLOptions(ssl.create_default_context(), broker.host) if self._url.use_ssl else None,
             heartbeat=HEARTBEAT_SECONDS, connection_attempts=1,
             client_properties={"connection_name": self._connection_name},
         )
@@ -245,11 +246,6 @@ class NotificationListener:
             LOG.debug("section '%s': notifications still unavailable (%s); retrying in %g s",
                       self.section, reason, delay)
         self._timer = self._ioloop.call_later(delay, self.start)
-
-
-def _default_tls() -> Any:
-    import ssl  # only a TLS bus needs it
-    return ssl.create_default_context()
 
 
 class NotificationService:
