@@ -1,12 +1,15 @@
 """Issue 12 through RabbitMQ, the agent and the devcloud: discovery reads, VM details, create options,
 day-2 actions. Every reply is checked against the cloud itself (novaclient, Neutron, Glance)."""
 
+from unittest.mock import ANY
+
 import pytest
 from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 
 from cloudmanagers_plugin.agent.settings import load_settings
 from cloudmanagers_plugin.call import RpcClient, build_request
+from cloudmanagers_plugin.controller import CREATE_MARK
 from tests.support.controller import status_of
 from tests.support.e2e import settle
 
@@ -101,7 +104,8 @@ def test_details_carry_addresses_and_the_rest(agent, sections, facts, nova, vm_n
         assert details["vm_addresses"]["private"][0]["address"].startswith("10.0.0.")
         assert details["vm_image"] == facts["image_id"]
         assert details["vm_availability_zone"] == getattr(server, "OS-EXT-AZ:availability_zone") == "nova"
-        assert (details["vm_metadata"], details["vm_tags"], details["vm_key_name"]) == ({}, [], None)
+        # the only metadata: the create's own record (its correlation id)
+        assert (details["vm_metadata"], details["vm_tags"], details["vm_key_name"]) == ({CREATE_MARK: ANY}, [], None)
         assert details["vm_created"] == server.created and details["vm_updated"]
     finally:
         agent.call("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
@@ -122,12 +126,13 @@ def test_create_with_two_networks_a_group_metadata_and_tags(rpc, sections, facts
         assert sorted(server.addresses) == ["backend", "private"]
         assert server.addresses["backend"][0]["addr"].startswith("10.1.0.")
         assert {group["name"] for group in server.security_groups} == {"web"}
-        assert server.metadata == {"role": "web"}
+        assert server.metadata == {"role": "web", CREATE_MARK: ANY}
         assert sorted(server.tags) == ["blue", "e2e"] and server.description == "issue 12"
         assert getattr(server, "OS-EXT-AZ:availability_zone") == "nova" and server.config_drive in (True, "True")
         details = status_of(rpc("read", sections["v3"], name=vm_name))
         assert sorted(details["vm_addresses"]) == ["backend", "private"]
-        assert sorted(details["vm_tags"]) == ["blue", "e2e"] and details["vm_metadata"] == {"role": "web"}
+        assert sorted(details["vm_tags"]) == ["blue", "e2e"]
+        assert details["vm_metadata"] == {"role": "web", CREATE_MARK: ANY}
     finally:
         rpc("delete", sections["v3"], name=created["vm_id"], force=True, wait=60)
 
@@ -179,7 +184,8 @@ def test_metadata_tags_and_rename(rpc, sections, nova, day2_vm, vm_name):
                     rename=f"{vm_name}-renamed"))
     assert status["vm_actions"] == ["delete_metadata", "set_tags", "rename"]
     server = nova.servers.get(day2_vm)
-    assert (server.metadata, server.tags, server.name) == ({"role": "db"}, ["z"], f"{vm_name}-renamed")
+    assert (server.metadata, server.tags, server.name) == ({"role": "db", CREATE_MARK: ANY}, ["z"],
+                                                           f"{vm_name}-renamed")
     other = status_of(rpc("create", sections["v3"], name=f"{vm_name}-other", flavor="1", image="cirros-fake"))
     try:
         error = rpc("update", sections["v3"], name=day2_vm, rename=f"{vm_name}-other")["error"]
