@@ -27,6 +27,8 @@ from .values import MAX_TEXT, checked_text, echo, json_type, parse_bool, printab
 LOG = logging.getLogger(__name__)
 
 MAX_WAIT = 3600.0
+# Where a VM caught in a transition settles, for ``monitor: true`` sent alone.
+SETTLES = {"BUILD": states.RUNNING, "REBOOT": states.RUNNING, "HARD_REBOOT": states.RUNNING}
 MAX_CONSOLE_LINES = 10000
 SETTLE_WAIT = 60.0  # how long a redelivered state change that met a 409 waits for the VM's task to end
 MAX_USER_DATA = 65535  # Nova's limit for the base64 text
@@ -467,8 +469,8 @@ def _desired_after_update(driver: CloudDriver, server: Server, requested: Option
     current_flavor = None if revert else (flavor.id if flavor else driver.flavor_id(server.flavor_name))
     if requested or flavor or revert:
         return desired_after(requested, server.status, current_flavor)
-    if monitor:
-        return DesiredState(server.status, current_flavor)
+    if monitor:  # the VM as it is, or as it settles when caught in a build or a reboot
+        return DesiredState(SETTLES.get(server.status, server.status), current_flavor)
     return None
 
 

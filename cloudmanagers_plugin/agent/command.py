@@ -85,5 +85,8 @@ def _log_cloud_managers(controller: "CloudmanagersController") -> None:
         if isinstance(section, CloudManagerError):
             LOG.warning("cloud manager '%s' is invalid and answers errors until fixed: %s", name, section)
         else:
-            LOG.info("cloud manager '%s': %s, keystone %s, project %s, compute API %s", name, section.cm_type,
-                     section.auth_url, section.project_label, section.compute_api_version)
+            bus = section.notifications_url
+            LOG.info("cloud manager '%s': %s, keystone %s, project %s, compute API %s%s%s", name, section.cm_type,
+                     section.auth_url, section.project_label, section.compute_api_version,
+                     f", notifications {bus.masked} (exchange '{section.notifications_exchange}')" if bus else "",
+                     ", remediates monitored VMs" if section.remediate else "")

@@ -224,3 +224,47 @@ def test_without_a_recorder_monitor_changes_nothing(call, cloud):
     cloud.add_server("web")
     status = status_of(call("update", name="web", status="ACTIVE", monitor=True))
     assert "vm_monitored" not in status
+
+
+def test_monitor_alone_on_a_vm_in_a_reboot_wants_it_active(monitored_call, cloud):
+    call, store = monitored_call
+    vm = cloud.add_server("web", status="REBOOT")["id"]
+    status_of(call("update", monitor=True, name="web"))
+    assert store.get("test_os", vm).desired == DesiredState("ACTIVE", "1", "web")
+
+
+def test_the_agent_builds_its_monitor_and_listeners_from_the_sections(tmp_path, cloud):
+    """Only sections naming a bus get a listener; the monitor follows the feed and each section's remediate."""
+    from cloudmanagers_plugin.agent.compliance import compliance_monitor
+    from cloudmanagers_plugin.agent.notifications import notification_service
+    from tests.support.controller import LEGACY_SECTION, write_config
+
+    text = (LEGACY_SECTION + "remediate = true\n" + LEGACY_SECTION.replace("[test_os]", "[quiet]")
+            + "notifications_url = rabbit://u:p@bus/nova\n")
+    controller = CloudmanagersController(config_path=write_config(tmp_path / "c.conf", text), agent_uuid="a",
+                                         desired_states=DesiredStateStore(str(tmp_path / "s")))
+
+    class Feed:
+        def __init__(self):
+            self.listeners, self.reconcilers, self.refreshed = [], [], []
+
+        def subscribe(self, listener):
+            self.listeners.append(listener)
+
+        def on_reconcile(self, listener):
+            self.reconcilers.append(listener)
+
+        def publish(self, *message):
+            pass
+
+        def refresh_vm(self, section, vm_id):
+            self.refreshed.append((section, vm_id))
+
+    feed = Feed()
+    service = notification_service("a", controller, feed)
+    assert [listener.section for listener in service.listeners] == ["quiet"]
+    monitor = compliance_monitor(controller, feed, 60)
+    assert feed.listeners == [monitor.on_event] and feed.reconcilers == [monitor.on_reconcile]
+    assert monitor._remediates("test_os") and not monitor._remediates("quiet") and not monitor._remediates("nosuch")
+    assert compliance_monitor(CloudmanagersController(config_path=write_config(tmp_path / "d.conf", text)),
+                              feed, 60) is None
