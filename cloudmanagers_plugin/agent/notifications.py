@@ -25,6 +25,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
 import pika
@@ -42,6 +43,7 @@ ROUTING_KEY = "versioned_notifications.*"  # every priority of oslo's versioned 
 COALESCE_SECONDS = 0.15  # one read per VM per burst window
 RETRY_CAP_SECONDS = 60.0
 HEARTBEAT_SECONDS = 30
+CLOSE_SECONDS = 2.0  # how long a stop waits for the bus connections to close
 
 Hint = Tuple[str, str, Optional[str]]  # (event type, VM uuid, project id)
 Later = Callable[[float, Callable[[], None]], None]  # thread-safe "run this after a delay"
@@ -298,13 +300,15 @@ class NotificationService:
     def _close_all(self) -> None:
         for listener in self._listeners:
             listener.stop()
-        self._wait_closed()
+        self._wait_closed(time.monotonic() + CLOSE_SECONDS)
 
-    def _wait_closed(self) -> None:
-        if all(listener.closed for listener in self._listeners):
+    def _wait_closed(self, deadline: float) -> None:
+        """Stop the loop once every connection closed, or at ``deadline``: pika cannot abort an
+        attempt still connecting (a bus that does not answer), which the stopping process drops."""
+        if all(listener.closed for listener in self._listeners) or time.monotonic() > deadline:
             self._ioloop.stop()
         else:
-            self._ioloop.call_later(0.05, self._wait_closed)
+            self._ioloop.call_later(0.05, lambda: self._wait_closed(deadline))
 
     def _later(self, delay: float, callback: Callable[[], None]) -> None:
         self._ioloop.add_callback_threadsafe(lambda: self._ioloop.call_later(delay, callback))

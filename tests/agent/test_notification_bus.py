@@ -149,3 +149,21 @@ def test_a_missing_exchange_or_a_dead_bus_is_retried_with_back_off(broker, start
         time.sleep(0.05)
     assert "secret-pw" not in caplog.text
     assert not dead.listeners[0].consuming
+
+
+def test_stop_ends_a_listener_still_connecting(broker):
+    """A bus that accepts the TCP connection but never answers must not hold up the agent's stop."""
+    import socket
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        service = NotificationService("agent", {"cloud": (parse(f"rabbit://u:p@127.0.0.1:{silent.getsockname()[1]}/",
+                                                                "test"), "nova")}, Reads(), lambda _s: None)
+        service.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        service.stop()
+        assert time.monotonic() - started < 3
+    finally:
+        silent.close()
