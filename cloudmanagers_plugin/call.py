@@ -247,9 +247,12 @@ def run_call(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     except (pika.exceptions.AMQPError, OSError) as err:
-        failure = explain_connection_failure(err, settings.broker)
+        last = settings.broker.endpoints[-1]  # every node was tried in turn: the error is the last one's
+        failure = explain_connection_failure(err, settings.broker, last)
         verb = "cannot log in to" if failure.permanent else "cannot reach"
-        print(f"error: {verb} the broker at {url}: {failure.reason}", file=sys.stderr)
+        nodes = len(settings.broker.endpoints)
+        tried = f"{nodes} nodes tried, the last: " if nodes > 1 else ""
+        print(f"error: {verb} the broker at {url}: {tried}{failure.reason}", file=sys.stderr)
         return EXIT_CONFIG if failure.permanent else EXIT_BROKER
     try:
         correlation_id, sent = client.send(message, exchange, routing_key, timeout)

@@ -113,3 +113,11 @@ def test_tables_show_plain_columns_id_first():
     assert "images (1):\n  ID  NAME\n  g1  cirros" in text and "href" not in text
     assert "servers (2):\n  ID  NAME  STATUS\n  i1  web   ACTIVE\n  i2  db    SHUTOFF" in text
     assert "VMs" not in text
+
+
+def test_every_node_unreachable_names_the_nodes_and_the_last_failure(capsys):
+    assert main(["call", "ping", "--url", "amqp://guest:secret@127.0.0.1:1/", "--url", "amqp://guest:secret@127.0.0.1:2/",
+                 "--timeout", "0.2"]) == 4
+    err = capsys.readouterr().err
+    assert "127.0.0.1:1,127.0.0.1:2" in err and "2 nodes tried, the last: connection refused on port 2" in err
+    assert "secret" not in err
