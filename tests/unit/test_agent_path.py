@@ -1,6 +1,7 @@
 """The agent's path without a broker: publisher confirms, the consumer's give-up and broker
 cancel, the dispatcher's duplicates and cache, back-off and reply addressing (fake channels)."""
 
+import json
 from types import SimpleNamespace
 
 import pika
@@ -15,6 +16,7 @@ from cloudmanagers_plugin.agent.settings import BrokerSettings
 from cloudmanagers_plugin.agent.transport import (
     Acks, Backoff, Consumer, Delivery, Nodes, ReplyAddress, Topology, reply_address,
 )
+from cloudmanagers_plugin.request_context import correlation_id, redelivered
 from tests.support.agent import FakeController
 
 # -- the publisher ------------------------------------------------------------------------------
@@ -404,3 +406,25 @@ def test_with_replies_and_acks_batched_per_turn_a_request_is_acked_only_after_it
     replies.channels[0].confirm(3)
     loop.turn()
     assert consume.acks == [(2, True), (3, False)]
+
+
+def test_the_controller_learns_the_correlation_id_and_the_redelivered_flag():
+    """What makes a redelivered create, resize or delete answer as its first run: the agent passes
+    the AMQP delivery's correlation id and ``redelivered`` flag beside ``process()``."""
+    seen = []
+
+    class Recording(FakeController):
+        def process(self, message):
+            seen.append((correlation_id(), redelivered()))
+            return super().process(message)
+
+    pool, replies = HeldPool(), Replies()
+    subject = Dispatcher(Gate("agent", "cloudmanagers", HostFilter("agent"), None, 0), Recording(), pool,
+                         AnswerCache(16, 1 << 20, cached_weight), lambda callback: callback(), 1 << 20, replies)
+    body = json.dumps({"collection": "cloudmanagers", "action": "delete", "id": "cm1",
+                       "attributes": {"name": "vm"}}).encode()
+    for tag, (correlation, again) in enumerate([("first", False), ("second", True)], 1):
+        subject.handle(Delivery(None, tag, BasicProperties(correlation_id=correlation, user_id="guest"), body,
+                                redelivered=again))
+    pool.run_all()
+    assert seen == [("first", False), ("second", True)] and len(replies.sent) == 2
