@@ -27,9 +27,8 @@ from keystoneauth1 import session as ks_session
 from keystoneauth1.identity import v3
 from novaclient import client as nova_client
 
-from cloudmanagers_plugin.agent.notifications import ROUTING_KEY, parse_notification
 from tests.support.agent import EventListener, about
-from tests.support.e2e import settle
+from tests.support.e2e import NovaTap, settle
 from tools import harness
 
 SECTION = "bench_notified"
@@ -39,31 +38,6 @@ TARGET_SECONDS = 1.0
 def percentile(values: List[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
-
-
-class NovaTap:
-    """A queue of the bench's own on Nova's exchange: when each VM's action ended, as Nova says."""
-
-    def __init__(self, url: str, exchange: str) -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(url.replace("rabbit://", "amqp://", 1)))
-        channel = self.connection.channel()
-        queue = channel.queue_declare("", exclusive=True).method.queue
-        channel.queue_bind(queue, exchange, ROUTING_KEY)
-        channel.basic_consume(queue, self._on_message, auto_ack=True)
-        self.ended: Dict[Tuple[str, str], float] = {}  # (VM, "power_off" or "power_on") -> arrival
-
-    def _on_message(self, _channel, _method, _properties, body: bytes) -> None:
-        hint = parse_notification(body)
-        if hint and hint[0].endswith(".end"):
-            self.ended.setdefault((hint[1], hint[0][len("instance."):-len(".end")]), time.monotonic())
-
-
-def pump(events: EventListener, tap: NovaTap, seconds: float) -> None:
-    """Take in both streams for ``seconds``, each message timed as it arrives."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        events.listen(0.01)
-        tap.connection.process_data_events(time_limit=0.01)
 
 
 def figures(values: List[float]) -> str:
@@ -102,15 +76,15 @@ def main() -> None:
                                                facts["flavor_ids"]["m1.tiny"], nics="none").id)
         for server_id in servers:
             settle(nova, server_id, "ACTIVE", timeout=300)
-        pump(events, tap, 2)  # the creation events go by
+        events.listen(2)  # the creation events go by
         results: Dict[str, Tuple[List[float], List[float], List[float], int, int]] = {}
         for action, status, ended in (("stop", "SHUTOFF", "power_off"), ("start", "ACTIVE", "power_on")):
             asked = {}
             for server_id in servers:
                 asked[server_id] = time.monotonic()
                 getattr(nova.servers, action)(server_id)
-                pump(events, tap, args.spacing)
-            pump(events, tap, 5)  # the last changes, and late duplicates
+                events.listen(args.spacing)  # each event timed as it arrives
+            events.listen(5)  # the last changes, and late duplicates
             totals, nova_part, agent_part, misses, duplicates = [], [], [], 0, 0
             for server_id in servers:
                 found = events.matching(about(agent.uuid, SECTION, server_id, vm_status=status, vm_task_state=None),
@@ -122,16 +96,17 @@ def main() -> None:
                 arrived, _ = events.first(about(agent.uuid, SECTION, server_id, vm_status=status, vm_task_state=None),
                                           0, after=asked[server_id])
                 totals.append(arrived - asked[server_id])
-                if (server_id, ended) in tap.ended:
-                    nova_part.append(tap.ended[(server_id, ended)] - asked[server_id])
-                    agent_part.append(arrived - tap.ended[(server_id, ended)])
+                done = tap.ended(server_id, ended, after=asked[server_id])
+                if done is not None:
+                    nova_part.append(done - asked[server_id])
+                    agent_part.append(arrived - done)
             results[action] = (totals, nova_part, agent_part, misses, duplicates)
             for server_id in servers:
                 settle(nova, server_id, status, timeout=120)
     finally:
         agent.stop()
         events.close()
-        tap.connection.close()
+        tap.close()
         for server_id in servers:
             nova.servers.delete(server_id)
         admin.quotas.update(project, instances=quota, force=True)

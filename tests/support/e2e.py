@@ -4,13 +4,16 @@
 (independently of the plugin) so a test can check what the plugin said against what happened.
 """
 
+import threading
 import time
 
+import pika
 from novaclient import exceptions as nova_exc
 
+from cloudmanagers_plugin.agent.notifications import ROUTING_KEY, parse_notification
 from tools import harness
 
-__all__ = ["harness", "real_status", "settle"]
+__all__ = ["NovaTap", "harness", "real_status", "settle"]
 
 
 def real_status(nova, server_id):
@@ -35,3 +38,47 @@ def settle(nova, server_id, expect=None, timeout=90):
             return status, flavor
         assert time.monotonic() < deadline, f"server {server_id} still {status}/{task}"
         time.sleep(0.3)
+
+
+class NovaTap:
+    """A queue of the test's own on Nova's notification exchange, read on a thread of its own: when
+    each VM's action ended, as Nova itself announces it (``instance.<action>.end``). The moment a
+    change happened, to time what the agent adds after it, whatever Nova's own pace."""
+
+    def __init__(self, url: str, exchange: str) -> None:
+        self._connection = pika.BlockingConnection(pika.URLParameters(url.replace("rabbit://", "amqp://", 1)))
+        channel = self._connection.channel()
+        queue = channel.queue_declare("", exclusive=True).method.queue
+        channel.queue_bind(queue, exchange, ROUTING_KEY)
+        channel.basic_consume(queue, self._on_message, auto_ack=True)
+        self._ended = {}  # (VM, action such as "power_off") -> [time.monotonic() at each arrival]
+        self._arrived = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="nova-tap", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._connection.process_data_events(time_limit=0.05)
+        self._connection.close()
+
+    def _on_message(self, _channel, _method, _properties, body: bytes) -> None:
+        hint = parse_notification(body)
+        if hint and hint[0].endswith(".end"):
+            with self._arrived:
+                self._ended.setdefault((hint[1], hint[0][len("instance."):-len(".end")]), []).append(time.monotonic())
+                self._arrived.notify_all()
+
+    def ended(self, vm_id: str, action: str, after: float = 0.0, timeout: float = 0.0):
+        """When Nova announced the end of ``action`` on the VM, at or after ``after`` (None if not
+        within ``timeout``)."""
+        def first():
+            return next((at for at in self._ended.get((vm_id, action), []) if at >= after), None)
+
+        with self._arrived:
+            self._arrived.wait_for(lambda: first() is not None, timeout)
+            return first()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
