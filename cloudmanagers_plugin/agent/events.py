@@ -129,12 +129,13 @@ class ChangeFeed:
     def close(self) -> None:
         """Wait for the threads (bounded) and save every section's confirmed state."""
         self.stop()
+        deadline = time.monotonic() + JOIN_TIMEOUT  # for all of them: a cloud that hangs holds no one else
         if self._supervisor.is_alive():
             self._supervisor.join(JOIN_TIMEOUT)
         with self._lock:
             watchers = list(self._watchers.values())
         for watcher in watchers:
-            watcher.join(JOIN_TIMEOUT)
+            watcher.join(max(0.0, deadline - time.monotonic()))
             watcher.save()
 
     def reconciles(self, section: str) -> int:
