@@ -2,7 +2,8 @@
 
     python -m bench.events [--vms 50] [--interval 10] [--idle 60] [--skip-devcloud]
 
-Against a devcloud (``DEVCLOUD_BASE``, default the shared one; run it under ``flock /tmp/e2e.lock``),
+Against a devcloud (``DEVCLOUD_BASE``, default the shared one; run it under ``flock /tmp/e2e.lock``;
+the demo project's instance quota is raised for the run and put back),
 a standalone agent (``cloudmanagers agent`` as a process) watches one section whose Nova requests go
 through a counting proxy in this process; ``--vms`` VMs are created and then changed directly with
 novaclient (outside the agent), in rounds (pause, unpause, stop, start), spread over one polling
@@ -254,7 +255,8 @@ def tally(events: List[Tuple[float, Dict[str, Any]]], ids: List[str],
 def devcloud_part(args: argparse.Namespace, events_exchange: str, workdir: str) -> Dict[str, Any]:
     facts = harness.devcloud_facts()
     nova, admin = nova_clients(facts)
-    admin.quotas.update(facts["demo_project_id"], instances=-1)
+    quota = admin.quotas.get(facts["demo_project_id"]).instances
+    admin.quotas.update(facts["demo_project_id"], instances=max(quota, args.vms + 20))  # put back at the end
     keys = dict(harness_section(facts))
     proxy = CountingProxy(facts["endpoints"]["compute"].split("/v2.1")[0], PROXY_PORT)
     results: Dict[str, Any] = {}
@@ -281,8 +283,18 @@ def devcloud_part(args: argparse.Namespace, events_exchange: str, workdir: str) 
     finally:
         for vm_id in ids:
             nova.servers.delete(vm_id)
+        wait_gone(nova, ids)
+        admin.quotas.update(facts["demo_project_id"], instances=quota)
         proxy.close()
     return results
+
+
+def wait_gone(nova: Any, ids: List[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while {server.id for server in nova.servers.list(search_opts={"name": "^bench-ev-"})} & set(ids):
+        if time.monotonic() > deadline:
+            return
+        time.sleep(1)
 
 
 def harness_section(facts: Dict[str, Any]) -> Dict[str, str]:
