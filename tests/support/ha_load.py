@@ -4,10 +4,11 @@ A run publishes ~1,000 requests at once (cheap reads, VM reads, state changes, c
 first step of resizes) straight to the agents' queue with pika, each with its own correlation
 id, and counts every reply per correlation id. Two faults are injected while it runs, at moments
 chosen from Nova's own view: the first while a create has made its VM but not answered yet, the
-second while a resize is under way and unanswered, which is when a redelivery is ambiguous. The
+second while a resize is under way and unanswered, which is when a redelivery is ambiguous (or,
+when the first fault outlasted the resizes, while another change of a VM is). The
 second step of each resize (the confirming update) is only sent once the first step's reply has
-arrived and Nova shows the VM still awaiting confirmation, so a confirmation seen earlier than
-that message cannot be its own.
+arrived, after reading Nova's state (which must still be VERIFY_RESIZE), so a confirmation seen
+earlier than that message cannot be its own.
 
 The figures are the issue's: requests without an answer, duplicate VMs (every VM ever created
 under a name of the run, deleted ones included), unrequested resize confirmations (Nova's
@@ -210,12 +211,18 @@ def create_in_flight(run: "FaultRun") -> Optional[str]:
 
 
 def resize_in_flight(run: "FaultRun") -> Optional[str]:
-    """A resize is under way in Nova and its first step has not answered yet (or, so that the
-    run always gets its second fault, nearly every request is answered)."""
+    """A resize is under way in Nova and its first step has not answered yet; failing that (the
+    resizes are over), a VM change under way and unanswered; and so that the run always gets
+    its second fault, at the latest when nearly every request is answered."""
     for vm in run.mix.resized:
         status = run.watch.latest.get(vm, ("",))[0]
         if status in IN_RESIZE and not run.answered("resize", vm):
             return f"the resize of {vm} under way ({status}), unanswered"
+    if all(run.answered("resize", vm) for vm in run.mix.resized):
+        for vm, (status, task, _flavor) in list(run.watch.latest.items()):
+            kind = run.change_in_flight(vm)
+            if task and kind:
+                return f"a {kind} of {vm} under way ({status}/{task}), unanswered"
     if len(run.client.unanswered()) < len(run.client.sent) // 20:
         return "no resize seen under way; under 5 % of the requests unanswered"
     return None
@@ -229,17 +236,23 @@ class FaultRun:
         self.client, self.mix, self.watch, self.faults, self._nova = client, mix, watch, faults, nova
         self.confirm_sent: Dict[str, float] = {}
         self.before_confirm: Dict[str, Tuple[str, Optional[str], str]] = {}  # Nova's state just before
-        self._by_step: Dict[Tuple[str, str], str] = {}
+        self._by_step: Dict[Tuple[str, str], List[str]] = {}
         self.started = self.ended = 0.0
 
     def answered(self, kind: str, vm: str) -> bool:
-        correlation_id = self._by_step.get((kind, vm))
-        return bool(correlation_id and self.client.replies.get(correlation_id))
+        """Whether the last request of that kind about ``vm`` has an answer."""
+        sent = self._by_step.get((kind, vm), [])
+        return bool(sent) and bool(self.client.replies.get(sent[-1]))
+
+    def change_in_flight(self, vm: str) -> Optional[str]:
+        """The kind of a request changing ``vm`` that has been sent and not answered, if any."""
+        return next((kind for kind in ("create", "state", "resize", "confirm")
+                     if any(not self.client.replies.get(each) for each in self._by_step.get((kind, vm), []))), None)
 
     def _send(self, kind: str, vm: Optional[str], body: Dict[str, Any]) -> None:
         sent = self.client.send(kind, vm, body)
         if vm:
-            self._by_step[(kind, vm)] = sent.correlation_id
+            self._by_step.setdefault((kind, vm), []).append(sent.correlation_id)
 
     def run(self, timeout: float = 240) -> None:
         self.started = time.time()
