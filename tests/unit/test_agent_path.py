@@ -110,6 +110,40 @@ def test_replies_pending_when_the_connection_goes_are_given_up():
     assert settled == {b"a": "connection lost before the reply was confirmed"} and not publisher.pending
 
 
+def test_messages_to_one_exchange_leave_in_the_order_they_came():
+    """Change events are numbered: one handed over before the connection was up must not be passed
+    by one handed over while the reply channel opens, nor while their exchange is checked."""
+
+    class SlowConnection(Connection):
+        def __init__(self):
+            super().__init__()
+            self.opening = []
+
+        def channel(self, on_open_callback):
+            channel = Channel(self)
+            channel.exchange_declare = lambda name, passive, callback: channel.declared.append(callback)
+            channel.declared, channel.close = [], lambda: None
+            self.channels.append(channel)
+            self.opening.append((channel, on_open_callback))
+
+        def open_next(self):
+            channel, callback = self.opening.pop(0)
+            callback(channel)
+            return channel
+
+    publisher = ReplyPublisher(lambda ticket, failure: None)
+    address = ReplyAddress("events", "")
+    publisher.publish(address, BasicProperties(), b"1", "1")  # no connection yet
+    connection = SlowConnection()
+    publisher.attach(connection)
+    publisher.publish(address, BasicProperties(), b"2", "2")  # the reply channel is opening
+    reply_channel = connection.open_next()
+    publisher.publish(address, BasicProperties(), b"3", "3")  # the exchange is being checked
+    probe = connection.open_next()
+    probe.declared[0](None)  # the exchange exists
+    assert reply_channel.published == [b"1", b"2", b"3"]
+
+
 # -- the consumer -------------------------------------------------------------------------------
 
 
