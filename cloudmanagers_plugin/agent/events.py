@@ -11,11 +11,11 @@ reply channel with publisher confirms, as the synapse agent publishes its unsoli
 No event is given up. One the broker did not confirm (connection lost, channel closed, exchange
 missing) is published again, after a back-off, once the connection is back. The section's
 confirmed state (changes.py) moves only with the broker's confirms, and is saved under
-``[agent] state_dir`` by the section's thread: an agent stopped or killed with events in flight
-derives them again from that state at its next start (its first reconcile), and never repeats
-one the broker confirmed and the thread saved. A killed agent's events in flight (handed over, not
-yet confirmed and saved) are derived again at its next start, under new numbers: their old
-numbers are a gap, and a transition whose event did arrive is reported a second time.
+``[agent] state_dir`` by the section's thread, off the I/O thread. A stopped agent (SIGTERM)
+waits for the confirms of what it handed over: its next start repeats nothing and loses nothing.
+A killed one's events in flight (handed over, not yet confirmed and saved) are derived again by
+its next start's first reconcile, under new numbers: their old numbers are a gap, and a
+transition whose event did arrive is reported a second time.
 """
 
 import json
