@@ -79,7 +79,7 @@ class AgentProcess:
     """One agent of the group: a slot that keeps its config and metrics port across restarts."""
 
     def __init__(self, slot: int, workdir: str, config: str, command: List[str], env: Dict[str, str],
-                 metrics_port: int):
+                 metrics_port: int) -> None:
         self.slot = slot
         self.config = config  # its synapse-agent.conf
         self.workdir = workdir
@@ -156,21 +156,21 @@ class AgentGroup:
     """
 
     def __init__(self, workdir: str, cloud_config: str, agent_uuid: str, hosts: Iterable[str], size: int,
-                 metrics_ports: List[int], options: Dict[str, Any], env: Optional[Dict[str, str]] = None):
+                 metrics_ports: List[int], options: Dict[str, Any], env: Optional[Dict[str, str]] = None) -> None:
         self.uuid = agent_uuid
         self.workdir = workdir
         os.makedirs(workdir, exist_ok=True)
         environment = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
-        self.agents = []
+        self.agents: List[AgentProcess] = []
         for slot in range(size):
             config = os.path.join(workdir, f"synapse-agent-{slot}.conf")
             write_agent_config(config, agent_uuid, list(hosts), {
-                "uuid_file": os.path.join(workdir, f"agent-{slot}.uuid"), "state_dir": os.path.join(workdir, f"state-{slot}"),
+                "uuid_file": os.path.join(workdir, f"agent-{slot}.uuid"),
+                "state_dir": os.path.join(workdir, f"state-{slot}"),
                 "metrics_listen": f"127.0.0.1:{metrics_ports[slot]}", **options})
             command = [sys.executable, "-m", "tests.support.ha_agent", "--agent-config", config, "--config",
                        cloud_config]
             self.agents.append(AgentProcess(slot, workdir, config, command, environment, metrics_ports[slot]))
-        self.kills: List[Tuple[float, int]] = []  # (time.time(), slot) of each kill -9 by the test
         self._supervisor: Optional[threading.Thread] = None
         self._supervising = threading.Event()
         self.restarts = 0
@@ -197,11 +197,10 @@ class AgentGroup:
                 raise RuntimeError(f"no active consumer of {self.uuid} after {timeout} s")
             time.sleep(0.2)
 
-    def kill(self, agent: AgentProcess, revive: bool = True) -> None:
+    def kill(self, agent: AgentProcess) -> None:
         """kill -9 one agent, then start it again as a new process (it joins as a standby)."""
-        self.kills.append((time.time(), agent.slot))
         agent.kill()
-        if revive and not self._supervising.is_set():  # else the supervisor restarts it
+        if not self._supervising.is_set():  # else the supervisor restarts it
             agent.start()
 
     def supervise(self) -> None:

@@ -1,6 +1,6 @@
 """The HA fault runs: a request mix, a collector of replies, Nova's view of the VMs, the figures.
 
-A run publishes ~1,000 requests at once (cheap reads, VM reads, state changes, creates and the
+A run publishes 1,000 requests at once (cheap reads, VM reads, state changes, creates and the
 first step of resizes) straight to the agents' queue with pika, each with its own correlation
 id, and counts every reply per correlation id. Two faults are injected while it runs, at moments
 chosen from Nova's own view: the first while a create has made its VM but not answered yet, the

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, Tuple
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import Cluster
-from tests.support.ha_group import AgentGroup, Node, consumers, url
+from tests.support.ha_group import AgentGroup, AgentProcess, Node, consumers, url
 from tests.support.ha_load import Client, FaultRun, message
 
 ROLE = "cloudmanagers_agent_role"
@@ -21,7 +21,7 @@ REQUESTS = "cloudmanagers_agent_requests_total"
 Samples = Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]
 
 
-def scrape(agent) -> Samples:
+def scrape(agent: AgentProcess) -> Samples:
     """Every sample of an agent's ``/metrics``: {(name, sorted labels): value}; {} when unreachable."""
     status, text = agent.http("/metrics")
     if status != 200:
