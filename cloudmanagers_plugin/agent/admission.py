@@ -348,6 +348,12 @@ class Answer:
     level: int = logging.INFO
 
 
+# A request not started because its channel closed while it waited for a worker: the broker
+# gives it again (to this agent after a reconnect, or to another), so running it here as well
+# would do its effect twice. Not acked, no reply.
+NOT_RUN = Answer(None, "not run: its channel closed before it started, the broker redelivers it", logging.WARNING)
+
+
 def answer_from(reply: Dict[str, Any]) -> Answer:
     """Encode a reply envelope; the outcome is ``ok`` or its whole error.
 

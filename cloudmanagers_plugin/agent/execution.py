@@ -29,7 +29,7 @@ from pika import BasicProperties
 
 from ..protocol import Envelope, make_response
 from ..request_context import running_request
-from .admission import Answer, Decision, Gate, Summary, answer_from
+from .admission import NOT_RUN, Answer, Decision, Gate, Summary, answer_from
 
 if TYPE_CHECKING:
     from .transport import Consumer, Delivery
@@ -379,6 +379,9 @@ class Dispatcher:
         def deliver(answer: Answer) -> None:
             self._handback.post(lambda: self._done(running_key, key, summary, answer))
 
+        if all(delivery.stale for delivery in list(self._running.get(running_key, ()))):
+            self._handback.post(lambda: self._drop_stale(running_key))
+            return
         with running_request(correlation_id, redelivered):
             if request.action == "read":
                 self._reads.run(read_key(request), lambda: self._process(request), deliver)
@@ -397,6 +400,18 @@ class Dispatcher:
             self._gate.agent_uuid, resource_id, collection, error="internal error in the agent; see its log"
         )
         return answer_from(reply)
+
+    def _drop_stale(self, running_key: Hashable) -> None:
+        """I/O thread: a request was not started because its channel had closed (the broker gives
+        it to another agent, or to this one again). Its stale deliveries end unacked; a redelivery
+        that joined it in the meantime, on the new channel, is handled afresh."""
+        waiting = self._running.pop(running_key)
+        for delivery in waiting:
+            if delivery.stale:
+                self._consumer.reply_and_ack(delivery, NOT_RUN, False)
+        for delivery in waiting:
+            if not delivery.stale:
+                self.handle(delivery)
 
     def _done(self, running_key: Hashable, key: Optional[Hashable], summary: Summary, answer: Answer) -> None:
         """I/O thread: remember the answer and give it to every delivery of the request."""

@@ -30,7 +30,7 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from ..drivers.base import DriverEvents
 from ..errors import ConfigError
-from .admission import Answer
+from .admission import NOT_RUN, Answer
 from .status import ACTIVE, DISCONNECTED, STANDBY, AgentStatus
 
 ROLES = (ACTIVE, STANDBY, DISCONNECTED)
@@ -41,7 +41,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 def outcome_label(answer: Answer) -> str:
     """A bounded word for an answer: ok, error, internal_error, refused (not run: its reply
-    address is not allowed) or ignored (a broadcast whose filters do not name this agent)."""
+    address is not allowed), ignored (a broadcast whose filters do not name this agent) or
+    not_run (left to the broker: its channel closed before it started)."""
+    if answer is NOT_RUN:
+        return "not_run"
     if answer.body is None:
         return "ignored" if answer.level < logging.WARNING else "refused"
     if answer.outcome == "ok":

@@ -221,6 +221,12 @@ class Delivery:
     outcome: str = ""
     redelivered: bool = False  # the broker delivered it before (to this agent or another)
 
+    @property
+    def stale(self) -> bool:
+        """Its channel has closed: it can no longer be acked, and the broker gives it again.
+        (Read by workers too: a closed channel never opens again, so the answer cannot flip back.)"""
+        return self.channel is not None and not self.channel.is_open
+
 
 @dataclass(frozen=True)
 class Topology:
