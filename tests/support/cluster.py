@@ -13,6 +13,7 @@ from typing import List, Optional
 import pika
 
 from tests.support import ROOT
+from tests.support.agent import wait_for_consumer
 
 TOOL = os.path.join(ROOT, "tools", "rabbitcluster")
 
@@ -86,19 +87,7 @@ class Cluster:
         """Until ``queue`` exists and has ``count`` consumers (competing ones: a queue with a single
         active consumer counts only the active one)."""
         node = next(node for node in self.nodes() if node.up)
-        deadline = time.monotonic() + timeout
-        with pika.BlockingConnection(node.parameters()) as connection:
-            while time.monotonic() < deadline:
-                channel = connection.channel()
-                try:
-                    if channel.queue_declare(queue, passive=True).method.consumer_count >= count:
-                        channel.close()
-                        return
-                    channel.close()
-                except pika.exceptions.ChannelClosedByBroker:
-                    pass
-                time.sleep(0.1)
-        raise AssertionError(f"fewer than {count} consumers on {queue} after {timeout} s")
+        wait_for_consumer(queue, timeout, node.parameters(), count)
 
 
 class AgentProcess:
