@@ -55,6 +55,7 @@ class Agent:
         events, so that the agents of tests about other things do not poll the shared cloud);
         ``hosts``: ``[rabbitmq] host``, the broker's nodes (``call`` then reads them from the same file)."""
         os.makedirs(workdir, exist_ok=True)
+        self.workdir = workdir
         self.uuid = agent_uuid or str(uuid.uuid4())
         self.config = config
         self.agent_config = os.path.join(workdir, "synapse-agent.conf")

@@ -16,7 +16,7 @@ import pytest
 from cloudmanagers_plugin.changes import fingerprint
 from tests.support import ROOT
 from tests.support.agent import EventListener, unique
-from tests.support.e2e import harness, settle
+from tests.support.e2e import harness, settle, wait_for_first_full_list
 
 pytestmark = pytest.mark.e2e
 
@@ -51,11 +51,7 @@ def polling_config(facts, tmp_path):
 def start_agent(workdir, config, exchange, agent_uuid=None):
     agent = harness.Agent(workdir, config, agent_uuid, events={"exchange": exchange, "poll_interval": 1,
                                                    "reconcile_interval": 600}).start()
-    state = os.path.join(workdir, f"events-{SECTION}.json")
-    deadline = time.monotonic() + 60
-    while not os.path.exists(state):  # written once the first full list recorded what exists
-        assert time.monotonic() < deadline, agent.tail()
-        time.sleep(0.2)
+    wait_for_first_full_list(agent, (SECTION,))
     return agent
 
 

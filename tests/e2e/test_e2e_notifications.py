@@ -16,7 +16,7 @@ import pika
 import pytest
 
 from tests.support.agent import EventListener, about, close_connection_named
-from tests.support.e2e import NovaTap, harness, settle
+from tests.support.e2e import NovaTap, harness, settle, wait_for_first_full_list
 
 FAST = "devcloud_notified"  # notifications on, polling every 300 s: a quick event can only be a notification
 REMEDIATE = "devcloud_remediate"
@@ -68,10 +68,11 @@ def _config(path, facts, bus_url, sections):
     return str(path)
 
 
-def _agent(tmp_path_factory, config, exchange, poll_interval):
+def _agent(tmp_path_factory, config, exchange, poll_interval, sections):
     workdir = str(tmp_path_factory.mktemp("agent"))
     running = harness.Agent(workdir, config, events={"exchange": exchange, "poll_interval": poll_interval}).start()
     _wait_log(running, "listening to Nova's notifications", 30)
+    wait_for_first_full_list(running, sections)
     return running
 
 
@@ -86,7 +87,7 @@ def _wait_log(agent, text, timeout):
 def fast_agent(facts, bus, events_exchange, tmp_path_factory):
     config = _config(tmp_path_factory.mktemp("fast") / "cloudmanagers.conf", facts, bus[0],
                      {FAST: "", REMEDIATE: "remediate = true\n"})
-    running = _agent(tmp_path_factory, config, events_exchange, 300)
+    running = _agent(tmp_path_factory, config, events_exchange, 300, (FAST, REMEDIATE))
     yield running
     running.stop()
     subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
@@ -95,7 +96,7 @@ def fast_agent(facts, bus, events_exchange, tmp_path_factory):
 @pytest.fixture(scope="module")
 def switched_agent(facts, bus, events_exchange, tmp_path_factory):
     config = _config(tmp_path_factory.mktemp("switched") / "cloudmanagers.conf", facts, bus[0], {SWITCHED: ""})
-    running = _agent(tmp_path_factory, config, events_exchange, POLL_SECONDS)
+    running = _agent(tmp_path_factory, config, events_exchange, POLL_SECONDS, (SWITCHED,))
     yield running
     running.stop()
     subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)

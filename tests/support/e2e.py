@@ -4,6 +4,7 @@
 (independently of the plugin) so a test can check what the plugin said against what happened.
 """
 
+import os
 import threading
 import time
 
@@ -14,6 +15,17 @@ from cloudmanagers_plugin.agent.notifications import ROUTING_KEY, parse_notifica
 from tools import harness
 
 __all__ = ["NovaTap", "harness", "real_status", "settle"]
+
+
+def wait_for_first_full_list(agent, sections, timeout=60):
+    """Until the agent's first full list of each section recorded what exists (its state file is
+    written then): VMs that exist before it are recorded, not reported as created, and a
+    notification before it is not acted on, so a test's VM must come after."""
+    deadline = time.monotonic() + timeout
+    for section in sections:
+        while not os.path.exists(os.path.join(agent.workdir, f"events-{section}.json")):
+            assert time.monotonic() < deadline, f"no first full list of '{section}':\n{agent.tail()}"
+            time.sleep(0.2)
 
 
 def real_status(nova, server_id):
