@@ -36,6 +36,7 @@ from ..transport_url import TransportUrl
 from ..values import printable
 from .broker import explain_connection_failure
 from .settings import BrokerSettings
+from .transport import Backoff
 
 LOG = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ class NotificationListener:
         self._on_hint = on_hint
         self._connection: Any = None
         self._broker_index = 0
-        self._failures = 0
+        self._backoff = Backoff(RETRY_CAP_SECONDS, None)
         self._timer: Any = None
         self._stopping = False
         self._step = ""
@@ -212,8 +213,8 @@ class NotificationListener:
 
     def _on_consuming(self) -> None:
         self.consuming = True
-        again = " again" if self._failures else ""
-        self._failures = 0
+        again = " again" if self._backoff.failures else ""
+        self._backoff.reset()
         LOG.info("section '%s': listening%s to Nova's notifications on %s (exchange '%s'): changes come at once",
                  self.section, again, self._url.masked, self._exchange)
 
@@ -239,9 +240,8 @@ class NotificationListener:
         self.consuming = False
         if self._stopping:
             return
-        self._failures += 1
-        delay = min(RETRY_CAP_SECONDS, 2.0 ** (self._failures - 1))
-        if self._failures == 1:
+        delay = self._backoff.next_delay()
+        if self._backoff.failures == 1:
             LOG.warning("section '%s': Nova's notifications are unavailable from %s (%s); polling carries on "
                         "alone, retrying with back-off", self.section, self._url.masked, reason)
         else:

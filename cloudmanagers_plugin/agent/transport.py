@@ -245,20 +245,21 @@ class Topology:
 
 
 class Backoff:
-    """Reconnection delays 1, 2, 4... seconds, capped at ``cap``; gives up after ``attempts``.
+    """Reconnection delays 1, 2, 4... seconds, capped at ``cap``; gives up after ``attempts``
+    (None: never, for a source the agent can do without, such as a notification bus).
 
     Each delay is drawn from the upper half of its step (jitter): the agents of a group that
     lost the same broker node do not all come back in the same instant.
     """
 
-    def __init__(self, cap: float, attempts: int, draw: Callable[[], float] = random.random) -> None:
+    def __init__(self, cap: float, attempts: Optional[int], draw: Callable[[], float] = random.random) -> None:
         self._cap = cap
         self._attempts = attempts
         self._draw = draw
         self.failures = 0
 
     @property
-    def attempts(self) -> int:
+    def attempts(self) -> Optional[int]:
         return self._attempts
 
     def reset(self) -> None:
@@ -267,9 +268,9 @@ class Backoff:
     def next_delay(self) -> Optional[float]:
         """The delay before the next attempt, or None once every attempt has failed."""
         self.failures += 1
-        if self.failures >= self._attempts:
+        if self._attempts is not None and self.failures >= self._attempts:
             return None
-        step = min(self._cap, 2.0 ** (self.failures - 1))
+        step = min(self._cap, 2.0 ** min(self.failures - 1, 64))  # no float overflow when it never gives up
         return step * (0.5 + 0.5 * self._draw())
 
 

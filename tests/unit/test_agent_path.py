@@ -193,6 +193,11 @@ def test_backoff_doubles_up_to_its_cap_then_gives_up():
     assert backoff.next_delay() == 1
 
 
+def test_backoff_without_a_limit_never_gives_up():
+    backoff = Backoff(cap=5, attempts=None, draw=lambda: 1.0)
+    assert [backoff.next_delay() for _ in range(10000)][-3:] == [5, 5, 5]
+
+
 def test_backoff_jitter_draws_each_delay_from_the_upper_half_of_its_step():
     low, high = Backoff(cap=5, attempts=10, draw=lambda: 0.0), Backoff(cap=5, attempts=10, draw=lambda: 0.999)
     assert [low.next_delay() for _ in range(4)] == [0.5, 1, 2, 2.5]
