@@ -23,12 +23,13 @@ cloud.
 import json
 import logging
 import os
-import tempfile
 import threading
 import urllib.parse
 from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Set, Tuple
+
+from .conffile import replace_atomically
 
 LOG = logging.getLogger(__name__)
 
@@ -265,17 +266,4 @@ class TrackerStore:
     def save(self, section: str, state: Mapping[str, Any]) -> None:
         """Write ``state`` so that a crash leaves the old file or the new one, never half of one."""
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        path = self.path(section)
-        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".events-")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(state, handle, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
-            raise
+        replace_atomically(self.path(section), json.dumps(state, sort_keys=True))

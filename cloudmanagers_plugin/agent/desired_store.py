@@ -10,11 +10,11 @@ old file or the new one, never half of one. A file that cannot be parsed is move
 import json
 import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
+from ..conffile import replace_atomically
 from ..desired import DesiredState
 from ..errors import ConfigError
 
@@ -114,17 +114,7 @@ class DesiredStateStore:
         document: Dict[str, Any] = {"format": FORMAT, "sections": {
             section: {vm_id: {**entry.desired.as_dict(), "compliant": entry.compliant} for vm_id, entry in vms.items()}
             for section, vms in self._sections.items()}}
-        folder = os.path.dirname(self.path)
         try:
-            fd, temporary = tempfile.mkstemp(dir=folder, prefix=".monitored-", suffix=".json")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(document, handle, indent=1, sort_keys=True)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(temporary, self.path)
-            except BaseException:
-                os.unlink(temporary)
-                raise
+            replace_atomically(self.path, json.dumps(document, indent=1, sort_keys=True))
         except OSError as err:  # monitoring goes on in memory; the next change tries the file again
             LOG.error("cannot write %s (%s): monitored states kept in memory only", self.path, err.strerror or err)
