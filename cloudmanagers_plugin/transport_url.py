@@ -3,12 +3,13 @@
 ``rabbit://user:password@host:5672/vhost`` (``amqp://`` too), or several brokers of one
 cluster, ``rabbit://u:p@host1:5672,u:p@host2:5672/vhost``, which the listener tries in turn;
 ``rabbits://``/``amqps://`` or ``?ssl=1`` asks for TLS. The password is a secret: ``masked``
-is the only form that may reach a log line, a reply or an exception.
+is the only form that may reach a log line, a reply or an exception. The ``host[:port]`` lists
+here are also those of ``[rabbitmq] host`` (the agent's own broker nodes).
 """
 
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import List, Tuple
 
 from .errors import ConfigError
 
@@ -74,23 +75,40 @@ def parse(url: str, where: str) -> TransportUrl:
 def _broker(text: str, use_ssl: bool, where: str) -> Broker:
     credentials, at, hostport = text.rpartition("@")
     username, _, password = credentials.partition(":") if at else ("", "", "")
-    host, port = _host_port(hostport, use_ssl, where)
+    try:
+        [(host, port)] = parse_hosts(hostport, DEFAULT_PORTS[use_ssl])
+    except ValueError as err:  # a comma cannot be here: the brokers were split on commas
+        raise ConfigError(f"{where}: {err}") from None
     return Broker(host, port, urllib.parse.unquote(username), urllib.parse.unquote(password))
 
 
-def _host_port(text: str, use_ssl: bool, where: str) -> Tuple[str, int]:
-    if text.startswith("["):  # an IPv6 address
-        host, _, after = text[1:].partition("]")
-        port_text = after[1:] if after.startswith(":") else ""
-    else:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise ConfigError(f"{where} names a broker without a host")
-    try:
-        port = int(port_text) if port_text else DEFAULT_PORTS[use_ssl]
-    except ValueError:
-        raise ConfigError(f"{where} has an invalid port for broker {host}") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"{where} has an invalid port for broker {host}")
-    return host, port
+def host_port(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
+
+def parse_hosts(text: str, default_port: int) -> List[Tuple[str, int]]:
+    """``a, b:5673, [::1]:5674`` -> [(a, default_port), (b, 5673), (::1, 5674)], in that order.
+
+    A cluster's nodes are listed in ``[rabbitmq] host``, comma-separated; a node without a port
+    uses ``port`` (``ssl_port`` with TLS). Raises ValueError naming the bad entry.
+    """
+    endpoints = []
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry:
+            raise ValueError(f"an empty host in '{text}'")
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            port_text = rest[1:] if rest.startswith(":") else rest
+        elif entry.count(":") > 1:
+            raise ValueError(f"'{entry}': write an IPv6 address in brackets, [{entry}]")
+        else:
+            host, _, port_text = entry.partition(":")
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError:
+            port = 0
+        if not host or not 0 < port < 65536:
+            raise ValueError(f"'{entry}' is not host or host:port")
+        endpoints.append((host, port))
+    return endpoints

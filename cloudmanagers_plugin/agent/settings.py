@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from ..errors import ConfigError
+from ..transport_url import host_port, parse_hosts
 from ..values import parse_bool
 from .admission import legacy_zone
 
@@ -86,38 +87,6 @@ class BrokerSettings:
         vhost = urllib.parse.quote(self.vhost, safe="")
         nodes = [endpoint] if endpoint else self.endpoints
         return f"{scheme}://{user}{','.join(host_port(*node) for node in nodes)}/{vhost}"
-
-
-def host_port(host: str, port: int) -> str:
-    """``host:port``, an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_hosts(text: str, default_port: int) -> List[Tuple[str, int]]:
-    """``a, b:5673, [::1]:5674`` -> [(a, default_port), (b, 5673), (::1, 5674)], in that order.
-
-    A cluster's nodes are listed in ``[rabbitmq] host``, comma-separated; a node without a port
-    uses ``port`` (``ssl_port`` with TLS). Raises ValueError naming the bad entry.
-    """
-    endpoints = []
-    for entry in (part.strip() for part in text.split(",")):
-        if not entry:
-            raise ValueError(f"an empty host in '{text}'")
-        if entry.startswith("["):
-            host, _, rest = entry[1:].partition("]")
-            port_text = rest[1:] if rest.startswith(":") else rest
-        elif entry.count(":") > 1:
-            raise ValueError(f"'{entry}': write an IPv6 address in brackets, [{entry}]")
-        else:
-            host, _, port_text = entry.partition(":")
-        try:
-            port = int(port_text) if port_text else default_port
-        except ValueError:
-            port = 0
-        if not host or not 0 < port < 65536:
-            raise ValueError(f"'{entry}' is not host or host:port")
-        endpoints.append((host, port))
-    return endpoints
 
 
 @dataclass
