@@ -4,12 +4,11 @@ with its connection killed mid-stream and the agent restarted: every transition 
 import threading
 import time
 
-import pika
 import pytest
 import requests_mock
 
 from cloudmanagers_plugin import CloudmanagersController
-from tests.support.agent import EventListener, close_connection_named, unique, wait_for_consumer
+from tests.support.agent import EventListener, close_connection_named, temporary_exchange, wait_for_consumer
 from tests.support.controller import LEGACY_SECTION, write_config
 from tests.support.fakecloud import FakeCloud
 
@@ -24,12 +23,8 @@ def cloud():
 
 @pytest.fixture
 def events_exchange(broker):
-    name = unique("agent-test-events")
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_declare(name, "fanout")
-    yield name
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_delete(name)
+    with temporary_exchange("agent-test-events") as name:
+        yield name
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pika
 import pytest
 
 from tests.support import ROOT
-from tests.support.agent import unique
+from tests.support.agent import temporary_exchange, unique
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -24,12 +24,8 @@ def event(section, sequence, status="SHUTOFF"):
 
 @pytest.fixture
 def exchange(broker):
-    name = unique("watch-test-events")
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_declare(name, "topic")
-    yield name
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_delete(name)
+    with temporary_exchange("watch-test-events", "topic") as name:
+        yield name
 
 
 def start_watch(*args):

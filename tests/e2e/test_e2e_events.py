@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 
-import pika
 import pytest
 
 from cloudmanagers_plugin.changes import fingerprint
 from tests.support import ROOT
-from tests.support.agent import EventListener, unique
+from tests.support.agent import EventListener, temporary_exchange
 from tests.support.e2e import harness, settle, wait_for_first_full_list
 
 pytestmark = pytest.mark.e2e
@@ -28,12 +27,8 @@ SECTION = "devcloud"
 
 @pytest.fixture
 def events_exchange():
-    name = unique("e2e-events")
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_declare(name, "fanout")
-    yield name
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_delete(name)
+    with temporary_exchange("e2e-events") as name:
+        yield name
 
 
 @pytest.fixture

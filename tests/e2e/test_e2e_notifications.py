@@ -12,10 +12,9 @@ import time
 import urllib.parse
 import uuid
 
-import pika
 import pytest
 
-from tests.support.agent import EventListener, about, close_connection_named
+from tests.support.agent import EventListener, about, close_connection_named, temporary_exchange
 from tests.support.e2e import NovaTap, harness, settle, wait_for_first_full_list
 
 FAST = "devcloud_notified"  # notifications on, polling every 300 s: a quick event can only be a notification
@@ -41,12 +40,8 @@ def bus(facts):
 
 @pytest.fixture(scope="module")
 def events_exchange(facts):
-    name = f"test-events-{uuid.uuid4().hex[:8]}"
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_declare(name, "topic", auto_delete=False)
-    yield name
-    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
-        connection.channel().exchange_delete(name)
+    with temporary_exchange("test-events", "topic") as name:
+        yield name
 
 
 @pytest.fixture(scope="module")

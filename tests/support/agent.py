@@ -1,5 +1,6 @@
 """Test doubles and broker helpers shared by the agent tests, the agent subprocess and the benches."""
 
+import contextlib
 import json
 import os
 import signal
@@ -8,7 +9,7 @@ import threading
 import time
 import uuid as uuidlib
 from collections import Counter, defaultdict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pika
 
@@ -76,6 +77,19 @@ def agent_lines(caplog: Any) -> List[Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuidlib.uuid4().hex[:10]}"
+
+
+@contextlib.contextmanager
+def temporary_exchange(prefix: str, kind: str = "fanout") -> Iterator[str]:
+    """An exchange of the test's own on the local broker (a unique name), deleted afterwards."""
+    name = unique(prefix)
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+        connection.channel().exchange_declare(name, kind)
+    try:
+        yield name
+    finally:
+        with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+            connection.channel().exchange_delete(name)
 
 
 def agent_settings(**overrides: Any) -> AgentSettings:
