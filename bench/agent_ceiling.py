@@ -11,6 +11,10 @@ too, so the agent must not count that saving as its own. A plain keystoneauth se
 searches the environment per request) is timed beside it for reference. Rounds alternate;
 the median ratio is the figure. Target: the agent >= 0.8x raw.
 
+Also timed in the same rounds, the floor of any agent in one process: a bare pika consumer whose
+workers send nothing but that raw request, with the agent's prefetch, hand-over and confirmed
+replies (``bench.round_trip_floor``), and no checks, controller or driver.
+
 Also printed, as it depends less on other load on the machine: the CPU time each side spends
 per read (the agent's process; the bench's process while only the raw threads run). The agent
 also needs the broker and this client, on the same cores, which the throughput ratio includes
@@ -24,10 +28,12 @@ import sys
 import threading
 import time
 import uuid
+from typing import Dict, List
 
 import requests_mock
 
 from bench.agent_harness import Client, Process, cpu_seconds
+from bench.round_trip_floor import NOVA_READ, NOVA_READ_UNCONFIRMED, floor_process
 from tests.support.fakecloud import NOVA, FakeCloud
 
 ROUNDS, REQUESTS, WORKERS, IN_FLIGHT, TARGET = 7, 800, 8, 16, 0.8
@@ -63,8 +69,11 @@ def main() -> int:
     client = Client()
     bodies = [details_read(f"vm-{n % 8}") for n in range(REQUESTS)]
     agent_rates, raw_rates, plain_rates, agent_cpu, raw_cpu = [], [], [], [], []
+    floor_rates: Dict[str, List[float]] = {NOVA_READ: [], NOVA_READ_UNCONFIRMED: []}
     with requests_mock.Mocker(real_http=True) as mocker, \
-            Process("cloud", f"bench-agent-{uuid.uuid4().hex[:8]}", str(WORKERS)) as agent:
+            Process("cloud", f"bench-agent-{uuid.uuid4().hex[:8]}", str(WORKERS)) as agent, \
+            floor_process(NOVA_READ) as floor, floor_process(NOVA_READ_UNCONFIRMED) as unconfirmed:
+        floors = {NOVA_READ: floor.queue, NOVA_READ_UNCONFIRMED: unconfirmed.queue}
         cloud = FakeCloud(mocker)
         for n in range(8):
             cloud.add_server(f"vm-{n}")
@@ -72,6 +81,8 @@ def main() -> int:
                            project_name="demo", user_domain_id="default", project_domain_id="default")
         session, plain = DriverSession(auth=auth), ks_session.Session(auth=auth)
         client.run(agent.queue, bodies[:100], IN_FLIGHT)  # warm-up: token, microversion
+        for queue in floors.values():
+            client.run(queue, bodies[:100], IN_FLIGHT)
         raw_rate(session, 80)
         raw_rate(plain, 80)
         for _ in range(ROUNDS):
@@ -82,6 +93,8 @@ def main() -> int:
             raw_rates.append(raw_rate(session, REQUESTS))
             raw_cpu.append((cpu_seconds(os.getpid()) - started) / REQUESTS)
             plain_rates.append(raw_rate(plain, REQUESTS))
+            for mode, queue in floors.items():
+                floor_rates[mode].append(REQUESTS / client.run(queue, bodies, IN_FLIGHT))
     client.close()
     ratio = statistics.median(a / r for a, r in zip(agent_rates, raw_rates))
     plain_ratio = statistics.median(a / r for a, r in zip(agent_rates, plain_rates))
@@ -90,6 +103,12 @@ def main() -> int:
           f"({IN_FLIGHT} in flight), raw threaded Nova requests {statistics.median(raw_rates):.0f}/s "
           f"(a plain keystoneauth session: {statistics.median(plain_rates):.0f}/s, ratio {plain_ratio:.2f}x); "
           f"ratio {ratio:.2f}x (target >= {TARGET}x, median of {ROUNDS} rounds): {'OK' if ratio >= TARGET else 'UNDER'}")
+    floor_ratio, unconfirmed_ratio = (statistics.median(f / r for f, r in zip(floor_rates[mode], raw_rates))
+                                      for mode in (NOVA_READ, NOVA_READ_UNCONFIRMED))
+    print(f"floor: a bare pika consumer whose {WORKERS} workers only send that raw request, replies confirmed "
+          f"before the ack (bench.round_trip_floor {NOVA_READ}): {statistics.median(floor_rates[NOVA_READ]):.0f}/s, "
+          f"{floor_ratio:.2f}x raw ({unconfirmed_ratio:.2f}x without confirms); the agent {ratio / floor_ratio:.2f}x "
+          "that floor")
     print(f"CPU per read: agent process {agent_ms:.3f} ms, raw {raw_ms:.3f} ms (raw/agent {raw_ms / agent_ms:.2f}x)")
     return 0 if ratio >= TARGET else 1
 

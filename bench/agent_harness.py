@@ -198,12 +198,14 @@ def serve_echo(queue: str) -> int:
 
 
 class Process:
-    """One process under test; stopped (SIGTERM, then kill) when leaving the ``with``."""
+    """One process under test (``python -m module *args``, its queue the second argument); stopped
+    (SIGTERM, then kill) when leaving the ``with``."""
 
-    def __init__(self, *args: str, broker: pika.ConnectionParameters = BROKER, consumers: int = 1) -> None:
+    def __init__(self, *args: str, broker: pika.ConnectionParameters = BROKER, consumers: int = 1,
+                 module: str = "bench.agent_harness") -> None:
         self.queue = args[1]
         self.broker = broker
-        self.popen = subprocess.Popen([sys.executable, "-m", "bench.agent_harness", *args], cwd=ROOT,
+        self.popen = subprocess.Popen([sys.executable, "-m", module, *args], cwd=ROOT,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_consumer(self.queue, timeout=20.0, broker=broker, count=consumers)
 
