@@ -16,6 +16,15 @@ by the first reconcile, and a confirmed one is never sent twice; its numbering c
 the last number issued, so a number never names two different events (after a crash, the numbers
 of the events that were in flight are a gap).
 
+A VM created and deleted between two looks is only seen as the DELETED record ``changes-since``
+lists: ``observe_listed`` reports it as ``created`` then ``deleted``. Since the polling's overlap
+lists a DELETED record again and again, the tracker remembers the VMs whose deletion it reported
+(``deleted`` in the state, with Nova's ``updated`` time of the record once listed) for as long as
+a ``changes-since`` list may still show them, and reports each deletion once: a VM is forgotten
+once the confirmed watermark minus the overlap (where a list starts, even after a restart) passed
+its record's time, or, when no list showed its record, after the first list that did not. The
+saved memory leaves out the deletions not confirmed yet: after a crash they are derived again.
+
 No AMQP and no Nova here: the agent's feed (agent/events.py) publishes, polling.py asks the
 cloud.
 """
@@ -40,7 +49,12 @@ DELETED = "DELETED"  # Nova's status of a deleted VM (listed by changes-since)
 # ``vm_flavor`` (the flavor id, looked up by name: ``vm_flavor_name`` and ``vm_vcpus`` say it).
 FINGERPRINT_KEYS = ("vm_name", "vm_status", "vm_task_state", "vm_flavor_name", "vm_vcpus", "vm_fault",
                     "vm_addresses", "vm_image", "vm_key_name", "vm_availability_zone", "vm_metadata", "vm_tags")
-STATE_VERSION = 1
+STATE_VERSION = 1  # "deleted" was added without a new version: an older agent ignores it
+WATERMARK_OVERLAP = 60.0  # seconds listed again before the watermark (clock skew between Nova's hosts)
+# The most deleted VMs remembered per section: a bound, never reached unless more VMs than this are
+# deleted within one overlap (the oldest are forgotten first, and could then be reported again).
+MAX_REMEMBERED_DELETIONS = 2000
+EARLIEST = "1970-01-01T00:00:00Z"
 
 
 def fingerprint(view: Mapping[str, Any]) -> Tuple[str, ...]:
@@ -59,6 +73,11 @@ def nova_time(text: Optional[str]) -> Optional[datetime]:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def _before(text: Optional[str], limit: datetime) -> bool:
+    moment = nova_time(text)
+    return moment is not None and moment < limit
+
+
 def iso_minus(text: str, seconds: float) -> str:
     """``text`` (a Nova time) minus ``seconds``, as ``changes-since`` takes it."""
     moment = nova_time(text)
@@ -72,13 +91,25 @@ class ChangeTracker:
 
     ``state`` is a ``snapshot()`` read back after a restart, or None for a section never seen:
     its first reconcile then only records the VMs (they were not created now) and reports nothing.
+    ``overlap``: how far before the watermark a ``changes-since`` list starts.
     """
 
-    def __init__(self, section: str, state: Optional[Mapping[str, Any]] = None) -> None:
+    def __init__(self, section: str, state: Optional[Mapping[str, Any]] = None,
+                 overlap: float = WATERMARK_OVERLAP) -> None:
         self.section = section
         self._lock = threading.Lock()
+        self._overlap = overlap
         state = state or {}
         self._baselined = "vms" in state
+        deleted = state.get("deleted") if isinstance(state.get("deleted"), dict) else None
+        # The VMs whose deletion was reported: vm id -> Nova's ``updated`` of its DELETED record (None
+        # until one is listed: the deletion was a 404 or a full list lacking the VM).
+        self._deleted: Dict[str, Optional[str]] = {
+            str(vm_id): at if isinstance(at, str) else None for vm_id, at in (deleted or {}).items()}
+        # False until a changes-since list after the first full list recorded the DELETED records it
+        # showed (a section never seen, or a state saved by an agent that did not remember deletions):
+        # a DELETED record of a VM not known may then be a deletion already reported, or an old one.
+        self._deletions_baselined = isinstance(deleted, dict)
         self._confirmed: Dict[str, Dict[str, Any]] = {vm_id: dict(view) for vm_id, view in state.get("vms", {}).items()}
         self._current: Dict[str, Dict[str, Any]] = {vm_id: dict(view) for vm_id, view in self._confirmed.items()}
         self._confirmed_sequence = int(state.get("sequence", 0))
@@ -97,17 +128,42 @@ class ChangeTracker:
         """The event for this view of a VM, or None when nothing changed since the last report.
 
         A view with status DELETED (what ``changes-since`` lists) reports the deletion of a known
-        VM; of a VM never reported it is nothing (it came and went between two looks).
+        VM; of a VM not known it is nothing here (``observe_listed`` reports one that came and went).
+        """
+        with self._lock:
+            return self._observe(view)
+
+    def observe_listed(self, view: Mapping[str, Any]) -> List[Dict[str, Any]]:
+        """The events of a VM as a ``changes-since`` list shows it: ``observe``'s, and for the DELETED
+        record of a VM never reported, a ``created`` then a ``deleted`` event, both carrying the record
+        as listed (the VM came and went between two looks). A VM whose deletion was reported is not
+        reported again; the first list after the section's first full list only records the DELETED
+        records of VMs not known (deleted before the agent's first look, or reported before an upgrade).
         """
         vm_id = view["vm_id"]
         with self._lock:
-            before = self._current.get(vm_id)
-            if view.get("vm_status") == DELETED:
-                return None if before is None else self._emit(vm_id, None, view, DELETED_EVENT)
-            if before is not None and fingerprint(before) == fingerprint(view):
-                self._current[vm_id] = dict(view)  # the same VM; keep its latest ``vm_updated``
-                return None
-            return self._emit(vm_id, dict(view), view, CHANGED if before is not None else CREATED)
+            if view.get("vm_status") != DELETED or vm_id in self._current or vm_id in self._deleted:
+                event = self._observe(view)
+                return [] if event is None else [event]
+            if not self._deletions_baselined:
+                self._remember_deleted(vm_id, view.get("vm_updated"))
+                return []
+            return [self._emit(vm_id, dict(view), view, CREATED),
+                    self._emit(vm_id, None, view, DELETED_EVENT, view.get("vm_updated"))]
+
+    def _observe(self, view: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+        vm_id = view["vm_id"]
+        before = self._current.get(vm_id)
+        if view.get("vm_status") == DELETED:
+            if before is not None:
+                return self._emit(vm_id, None, view, DELETED_EVENT, view.get("vm_updated"))
+            if vm_id in self._deleted:  # reported already; now its record's time is known
+                self._remember_deleted(vm_id, view.get("vm_updated"))
+            return None
+        if before is not None and fingerprint(before) == fingerprint(view):
+            self._current[vm_id] = dict(view)  # the same VM; keep its latest ``vm_updated``
+            return None
+        return self._emit(vm_id, dict(view), view, CHANGED if before is not None else CREATED)
 
     def observe_deleted(self, vm_id: str) -> Optional[Dict[str, Any]]:
         """The deletion of ``vm_id`` (Nova answered 404, or a full list lacks it), or None if unknown."""
@@ -134,12 +190,34 @@ class ChangeTracker:
 
     def unchanged(self, vm_id: str, status: str, updated: Optional[str]) -> bool:
         """True when a listed VM needs no look: known with the same status and ``updated`` time, or
-        deleted and not known (Nova's ``updated`` moves with every change of the VM's record)."""
+        deleted, its deletion reported and its record's time known (Nova's ``updated`` moves with every
+        change of the VM's record)."""
         with self._lock:
             before = self._current.get(vm_id)
-        if status == DELETED:
-            return before is None
+            if status == DELETED:
+                return before is None and vm_id in self._deleted and self._deleted[vm_id] == updated
         return before is not None and before.get("vm_status") == status and before.get("vm_updated") == updated
+
+    def undated_deletions(self) -> List[str]:
+        """The VMs whose deletion was reported and whose DELETED record no list showed yet."""
+        with self._lock:
+            return [vm_id for vm_id, at in self._deleted.items() if at is None]
+
+    def listed_since(self, since: str, listed: Iterable[str], undated: Iterable[str]) -> None:
+        """A ``changes-since`` list from ``since`` was read; ``listed``: the VMs it showed. A VM of
+        ``undated`` (taken before the list was asked for: its deletion was committed) that it did not
+        show has a record older than ``since``, or none any more: no later list shows it, and it is
+        forgotten with the records older than ``since``. The first such list after the section's
+        first full list ends the recording of DELETED records (``observe_listed``)."""
+        with self._lock:
+            shown = set(listed)
+            older = iso_minus(since, 1)  # Nova's times are whole seconds
+            for vm_id in undated:
+                if vm_id not in shown and vm_id in self._deleted and self._deleted[vm_id] is None:
+                    self._deleted[vm_id], self._dirty = older, True
+            if not self._deletions_baselined:
+                self._deletions_baselined = self._dirty = True
+            self._forget_deletions()
 
     @property
     def baselined(self) -> bool:
@@ -152,15 +230,37 @@ class ChangeTracker:
         with self._lock:
             return list(self._current)
 
-    def _emit(self, vm_id: str, kept: Optional[Dict[str, Any]], view: Mapping[str, Any], kind: str) -> Dict[str, Any]:
+    def _emit(self, vm_id: str, kept: Optional[Dict[str, Any]], view: Mapping[str, Any], kind: str,
+              deleted_at: Optional[str] = None) -> Dict[str, Any]:
+        """``kept``: the VM's view from now on (None: deleted, its record's time ``deleted_at`` if known)."""
         self._sequence += 1
         if kept is None:
             self._current.pop(vm_id, None)
+            self._remember_deleted(vm_id, deleted_at)
         else:
             self._current[vm_id] = kept
         self._pending[self._sequence] = (vm_id, kept)
         self._dirty = True  # the number is issued: saved before the event goes, never issued again
         return {**view, "vm_event": kind, "sequence": self._sequence}
+
+    def _remember_deleted(self, vm_id: str, at: Optional[str]) -> None:
+        if vm_id in self._deleted and at in (None, self._deleted[vm_id]):
+            return
+        self._deleted[vm_id], self._dirty = at, True
+        while len(self._deleted) > MAX_REMEMBERED_DELETIONS:
+            del self._deleted[next(iter(self._deleted))]
+
+    def _forget_deletions(self) -> None:
+        """Forget the deleted VMs whose record is older than where a ``changes-since`` list starts,
+        even the first one after a restart (from the confirmed watermark): none shows them again."""
+        watermark = nova_time(self._confirmed_watermark)
+        if watermark is None:
+            return
+        limit = watermark - timedelta(seconds=self._overlap)
+        old = [vm_id for vm_id, at in self._deleted.items() if _before(at, limit)]
+        for vm_id in old:
+            del self._deleted[vm_id]
+        self._dirty = self._dirty or bool(old)
 
     # -- the polling watermark -------------------------------------------------------------------
 
@@ -169,6 +269,13 @@ class ChangeTracker:
         """The latest ``updated`` time Nova listed (Nova's clock, never this host's)."""
         with self._lock:
             return self._watermark
+
+    @property
+    def since(self) -> str:
+        """Where the next ``changes-since`` list starts: the watermark minus the overlap, or the
+        earliest time while Nova listed none (a project with no VM: its deleted records are listed)."""
+        with self._lock:
+            return EARLIEST if self._watermark is None else iso_minus(self._watermark, self._overlap)
 
     def note_updated(self, times: Iterable[Optional[str]]) -> None:
         """Move the watermark to the latest of ``times``; it is persisted once the events before it are."""
@@ -183,6 +290,7 @@ class ChangeTracker:
             self._watermark = latest
             if self._confirmed_sequence == self._sequence:
                 self._confirmed_watermark, self._dirty = latest, True
+                self._forget_deletions()
             else:
                 self._watermarks.append((self._sequence, latest))
 
@@ -203,8 +311,11 @@ class ChangeTracker:
                 else:
                     self._confirmed[vm_id] = kept
                 self._confirmed_sequence, self._dirty = done, True
+            moved = bool(self._watermarks) and self._watermarks[0][0] <= self._confirmed_sequence
             while self._watermarks and self._watermarks[0][0] <= self._confirmed_sequence:
                 self._confirmed_watermark = self._watermarks.pop(0)[1]
+            if moved:
+                self._forget_deletions()
 
     @property
     def unconfirmed(self) -> int:
@@ -228,6 +339,9 @@ class ChangeTracker:
                                      "watermark": self._confirmed_watermark}
             if self._baselined:
                 state["vms"] = {vm_id: dict(view) for vm_id, view in self._confirmed.items()}
+            if self._deletions_baselined:  # without the deletions still unconfirmed: derived again
+                in_flight = {vm_id for vm_id, kept in self._pending.values() if kept is None}
+                state["deleted"] = {vm_id: at for vm_id, at in self._deleted.items() if vm_id not in in_flight}
             return state
 
 
@@ -258,7 +372,8 @@ class TrackerStore:
             LOG.warning("events of '%s': cannot read %s (%s); starting without it (no event for what changed "
                         "while the agent was stopped)", section, path, getattr(err, "strerror", None) or err)
             return None
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION or not isinstance(state.get("vms", {}), dict):
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION or \
+                not all(isinstance(state.get(key, {}), dict) for key in ("vms", "deleted")):
             LOG.warning("events of '%s': %s is not a state this agent wrote; starting without it", section, path)
             return None
         return state

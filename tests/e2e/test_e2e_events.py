@@ -1,7 +1,8 @@
 """Issue 10's change events end to end: a VM created, paused, stopped, resized and deleted directly
 with novaclient (outside the agent) is reported by the agent's events, through the real RabbitMQ,
 with the VM-details keys, and shown by `cloudmanagers watch`; the agent restarted mid-stream loses
-no transition and repeats none."""
+no transition and repeats none. A VM created and deleted between two polls is reported once, as
+created then deleted."""
 
 import configparser
 import json
@@ -15,7 +16,8 @@ import pytest
 from cloudmanagers_plugin.changes import fingerprint
 from tests.support import ROOT
 from tests.support.agent import EventListener, temporary_exchange
-from tests.support.e2e import harness, settle, wait_for_first_full_list
+from tests.support.e2e import (harness, real_status, settle, wait_for_first_delta_list,
+                                wait_for_first_full_list)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,8 +45,8 @@ def polling_config(facts, tmp_path):
     return str(path)
 
 
-def start_agent(workdir, config, exchange, agent_uuid=None):
-    agent = harness.Agent(workdir, config, agent_uuid, events={"exchange": exchange, "poll_interval": 1,
+def start_agent(workdir, config, exchange, agent_uuid=None, poll_interval=1):
+    agent = harness.Agent(workdir, config, agent_uuid, events={"exchange": exchange, "poll_interval": poll_interval,
                                                    "reconcile_interval": 600}).start()
     wait_for_first_full_list(agent, (SECTION,))
     return agent
@@ -137,4 +139,50 @@ def test_changes_made_with_novaclient_are_events_and_survive_a_restart(facts, no
         agent.stop()
         subprocess.run(["rabbitmqctl", "-q", "delete_queue", agent.uuid], capture_output=True)
         if vm_id:
+            nova.servers.delete(vm_id)
+
+
+def test_a_vm_created_and_deleted_between_two_polls_is_reported_once(facts, nova, vm_name, polling_config,
+                                                                     events_exchange, tmp_path):
+    poll = 10  # seconds: time enough to boot a VM and delete it between two polls
+    listener = EventListener(events_exchange)
+    workdir = str(tmp_path / "agent")
+    agent = start_agent(workdir, polling_config, events_exchange, poll_interval=poll)
+    vm_id = None
+
+    def mine():
+        return [body["status"] for body in listener.bodies()
+                if body["resource_id"] == SECTION and body["status"]["vm_id"] == vm_id]
+
+    try:
+        wait_for_first_delta_list(agent, SECTION)  # a poll just ran: the next one is `poll` seconds away
+        vm_id = nova.servers.create(vm_name, facts["image_id"], "1", nics="auto").id
+        settle(nova, vm_id, "ACTIVE")
+        nova.servers.delete(vm_id)
+        deadline = time.monotonic() + 30
+        while real_status(nova, vm_id)[0] != "DELETED":
+            assert time.monotonic() < deadline, f"server {vm_id} not deleted"
+            time.sleep(0.2)
+        try:
+            listener.wait(lambda _bodies: any(e["vm_event"] == "deleted" for e in mine()), poll + 30)
+        except AssertionError:
+            raise AssertionError(f"no deleted event for {vm_id}; the agent's log:\n{agent.tail()}") from None
+        created, deleted = mine()
+        # the created event carries what Nova lists: the agent never saw the VM alive
+        assert (created["vm_event"], created["vm_status"], deleted["vm_event"], deleted["vm_status"]) == \
+            ("created", "DELETED", "deleted", "DELETED"), (created, deleted)
+        assert deleted["sequence"] == created["sequence"] + 1
+        assert DETAIL_KEYS <= set(created) and created["vm_name"] == vm_name and created["vm_flavor_name"] == "m1.tiny"
+
+        agent.stop()  # its memory of the deletion is saved with the confirmed state
+        agent = start_agent(workdir, polling_config, events_exchange, agent.uuid, poll_interval=poll)
+        listener.listen(2 * poll + 2)  # two more polls, each listing the DELETED record again
+        assert [(e["vm_event"], e["sequence"]) for e in mine()] == \
+            [("created", created["sequence"]), ("deleted", deleted["sequence"])]
+        vm_id = None
+    finally:
+        listener.close()
+        agent.stop()
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", agent.uuid], capture_output=True)
+        if vm_id and real_status(nova, vm_id)[0] != "DELETED":
             nova.servers.delete(vm_id)

@@ -4,6 +4,7 @@
 (independently of the plugin) so a test can check what the plugin said against what happened.
 """
 
+import json
 import os
 import threading
 import time
@@ -26,6 +27,23 @@ def wait_for_first_full_list(agent, sections, timeout=60):
         while not os.path.exists(os.path.join(agent.workdir, f"events-{section}.json")):
             assert time.monotonic() < deadline, f"no first full list of '{section}':\n{agent.tail()}"
             time.sleep(0.2)
+
+
+def wait_for_first_delta_list(agent, section, timeout=60):
+    """Until the agent's first changes-since list of ``section`` after its first full list recorded the
+    DELETED records it showed (its state file then names the deleted VMs): a VM that comes and goes
+    before it is recorded, not reported, so a test's VM must come after."""
+    path = os.path.join(agent.workdir, f"events-{section}.json")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                if "deleted" in json.load(handle):
+                    return
+        except (OSError, ValueError):
+            pass  # not written yet
+        assert time.monotonic() < deadline, f"no first changes-since list of '{section}':\n{agent.tail()}"
+        time.sleep(0.2)
 
 
 def real_status(nova, server_id):

@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+from cloudmanagers_plugin import changes
 from cloudmanagers_plugin.changes import ChangeTracker, TrackerStore, iso_minus
 
 
@@ -94,13 +95,15 @@ def test_two_sources_racing_on_one_change_make_one_event(tracker):
     assert len([r for r in results if r is not None]) == 1
 
 
-def test_unchanged_skips_known_vms_with_the_same_updated_time_and_unknown_deleted_ones(tracker):
+def test_unchanged_skips_known_vms_with_the_same_updated_time_and_deletions_already_reported(tracker):
     assert tracker.unchanged("vm-1", "ACTIVE", "2026-11-25T10:00:05Z")
     assert not tracker.unchanged("vm-1", "ACTIVE", "2026-11-25T10:09:00Z")
     assert not tracker.unchanged("vm-1", "PAUSED", "2026-11-25T10:00:05Z")
     assert not tracker.unchanged("vm-1", "DELETED", "2026-11-25T10:09:00Z")  # a known VM deleted
-    assert tracker.unchanged("vm-9", "DELETED", "2026-11-25T10:09:00Z")
+    assert not tracker.unchanged("vm-9", "DELETED", "2026-11-25T10:09:00Z")  # came and went: looked at
     assert not tracker.unchanged("vm-9", "ACTIVE", "2026-11-25T10:09:00Z")
+    tracker.observe(view(vm_status="DELETED", vm_updated="2026-11-25T10:09:00Z"))
+    assert tracker.unchanged("vm-1", "DELETED", "2026-11-25T10:09:00Z")  # its deletion was reported
 
 
 def test_watermark_is_novas_latest_updated_time():
@@ -170,3 +173,135 @@ def test_store_is_atomic_per_section_and_survives_bad_files(tmp_path, caplog):
     with open(store.path("cm/a b"), "w") as handle:
         json.dump({"version": 99}, handle)
     assert store.load("cm/a b") is None
+
+
+# -- a VM that came and went between two looks, reported once ------------------------------------
+
+GONE_AT = "2026-11-25T10:00:30Z"
+
+
+def record(vm_id, updated=GONE_AT):
+    """A DELETED record as ``changes-since`` lists it."""
+    return view(vm_id, vm_status="DELETED", vm_updated=updated)
+
+
+def first_delta_list(tracker, listed=(), undated=()):
+    """What a poll does after its list: the watermark, then the list's end (the first one records)."""
+    since = tracker.since
+    tracker.note_updated(record["vm_updated"] for record in listed)
+    for shown in listed:
+        assert tracker.observe_listed(shown) == []
+    tracker.listed_since(since, [record["vm_id"] for record in listed], undated)
+
+
+@pytest.fixture
+def watching(tracker):
+    """A section after its first full list and its first changes-since list."""
+    tracker.note_updated(["2026-11-25T10:00:05Z"])
+    first_delta_list(tracker)
+    return tracker
+
+
+def confirm_all(tracker, events):
+    for event in events:
+        tracker.confirm(event["sequence"])
+
+
+def test_a_vm_that_came_and_went_is_created_then_deleted_once(watching):
+    events = watching.observe_listed(record("vm-2"))
+    assert [(e["vm_event"], e["sequence"]) for e in events] == [("created", 1), ("deleted", 2)]
+    assert all(e["vm_status"] == "DELETED" and e["vm_name"] == "name-vm-2" and set(view()) <= set(e) for e in events)
+    assert watching.observe_listed(record("vm-2")) == []  # listed again within the overlap
+    assert watching.unchanged("vm-2", "DELETED", GONE_AT)  # not even looked at by the next polls
+    assert watching.observe_deleted("vm-2") is None and watching.observe(record("vm-2")) is None
+    assert watching.reconcile({"vm-1": view()}) == []
+    assert watching.observe_listed(record("vm-3"))[0]["sequence"] == 3
+
+
+def test_the_first_delta_list_after_the_first_full_list_only_records_deleted_records():
+    tracker = ChangeTracker("cm", None)
+    tracker.observe_listed(record("early"))  # before the baseline: nothing to compare with
+    tracker.reconcile({"vm-1": view()})
+    tracker.note_updated(["2026-11-25T10:00:05Z"])
+    first_delta_list(tracker, [record("early"), record("old", "2026-11-25T10:00:01Z")])
+    assert tracker.snapshot()["deleted"] == {"early": GONE_AT, "old": "2026-11-25T10:00:01Z"}
+    assert tracker.observe_listed(record("old", "2026-11-25T10:00:01Z")) == []  # listed again: still nothing
+    assert [e["vm_event"] for e in tracker.observe_listed(record("new"))] == ["created", "deleted"]
+    assert tracker.observe_listed(view("vm-1", vm_status="DELETED"))[0]["vm_event"] == "deleted"  # a known VM
+
+
+@pytest.mark.parametrize("seen_by", ["404", "reconcile"])
+def test_a_deletion_seen_otherwise_is_not_reported_again_when_listed(watching, seen_by):
+    if seen_by == "404":
+        deleted = watching.observe_deleted("vm-1")
+    else:
+        deleted, = watching.reconcile({})
+    assert deleted["vm_event"] == "deleted"
+    assert watching.undated_deletions() == ["vm-1"]
+    assert not watching.unchanged("vm-1", "DELETED", GONE_AT)  # its record's time is not known yet
+    assert watching.observe_listed(record("vm-1")) == []
+    assert watching.unchanged("vm-1", "DELETED", GONE_AT) and watching.undated_deletions() == []
+
+
+def test_deleted_vms_are_forgotten_once_no_delta_list_can_show_them(watching):
+    confirm_all(watching, watching.observe_listed(record("vm-2")))
+    watching.note_updated([GONE_AT])
+    assert set(watching.snapshot()["deleted"]) == {"vm-2"}
+    watching.note_updated(["2026-11-25T10:01:30Z"])  # the next list starts at 10:00:30: still shown
+    assert "vm-2" in watching.snapshot()["deleted"]
+    watching.note_updated(["2026-11-25T10:01:31Z"])
+    assert "vm-2" not in watching.snapshot()["deleted"]
+
+
+def test_a_deletion_no_list_showed_is_forgotten_after_the_next_list(watching):
+    watching.confirm(watching.observe_deleted("vm-1")["sequence"])  # its record already pruned by Nova
+    undated = watching.undated_deletions()
+    first_delta_list(watching, [], undated)
+    assert watching.snapshot()["deleted"] == {} and watching.undated_deletions() == []
+
+
+def test_a_deleted_vm_is_remembered_as_long_as_the_confirmed_watermark_needs_it(watching):
+    confirm_all(watching, watching.observe_listed(record("vm-2")))
+    watching.note_updated([GONE_AT])
+    pending = watching.observe(view(vm_status="PAUSED"))  # not confirmed: the saved watermark stays
+    watching.note_updated(["2026-11-25T10:05:00Z"])
+    assert "vm-2" in watching.snapshot()["deleted"]  # a restart lists from 10:00:30 - 60 s again
+    watching.confirm(pending["sequence"])
+    assert "vm-2" not in watching.snapshot()["deleted"]
+
+
+def test_the_memory_of_deleted_vms_is_capped(watching, monkeypatch):
+    monkeypatch.setattr(changes, "MAX_REMEMBERED_DELETIONS", 3)
+    for index in range(5):
+        confirm_all(watching, watching.observe_listed(record(f"gone-{index}")))
+    assert list(watching.snapshot()["deleted"]) == ["gone-2", "gone-3", "gone-4"]  # the oldest forgotten
+
+
+def test_a_state_without_deleted_vms_loads_and_its_first_delta_list_records(tmp_path):
+    store = TrackerStore(str(tmp_path))
+    old = {"version": 1, "section": "cm", "sequence": 4, "issued": 4, "watermark": "2026-11-25T10:00:30Z",
+           "vms": {"vm-1": view()}}  # as the previous version wrote it
+    store.save("cm", old)
+    tracker = ChangeTracker("cm", store.load("cm"))
+    assert tracker.snapshot() == old  # nothing added until its first delta list
+    # listed again: deleted (and reported) by the previous version, or came and went unseen
+    first_delta_list(tracker, [record("reported-before")])
+    assert tracker.snapshot()["deleted"] == {"reported-before": GONE_AT}
+    assert [e["sequence"] for e in tracker.observe_listed(record("new"))] == [5, 6]
+
+
+def test_a_restart_keeps_the_deleted_vms_and_derives_unconfirmed_ones_again(tmp_path, watching):
+    store = TrackerStore(str(tmp_path))
+    confirm_all(watching, watching.observe_listed(record("vm-2")))
+    lost = watching.observe_listed(record("vm-3"))  # never confirmed: the agent died
+    gone_by_404 = watching.observe_deleted("vm-1")
+    watching.confirm(gone_by_404["sequence"])  # confirmed out of order: saved only behind vm-3's
+    store.save("cm", watching.snapshot())
+    assert store.load("cm")["deleted"] == {"vm-2": GONE_AT}
+
+    restarted = ChangeTracker("cm", store.load("cm"))
+    assert restarted.reconcile({})[0]["vm_id"] == "vm-1"  # vm-1's deletion was not confirmed in order
+    assert restarted.observe_listed(record("vm-2")) == []
+    events = restarted.observe_listed(record("vm-3"))
+    assert [(e["vm_event"], e["sequence"]) for e in events] == [("created", 7), ("deleted", 8)]
+    assert [e["sequence"] for e in lost] == [3, 4]

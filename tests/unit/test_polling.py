@@ -122,3 +122,69 @@ def test_refresh_reads_one_vm_and_a_404_is_a_deletion(cloud, poller):
     del cloud.servers[server["id"]]
     assert poller.refresh(server["id"])["vm_event"] == "deleted"
     assert poller.refresh(server["id"]) is None
+
+
+def watching(cloud, poller):
+    """The first full list, then the first changes-since list (which records the DELETED records)."""
+    cloud.add_server("stays", updated="2026-11-25T12:00:00Z")
+    poller.poll()
+    assert poller.poll() == []
+
+
+def test_a_vm_created_and_deleted_between_two_polls_is_reported_once(cloud, poller, call):
+    watching(cloud, poller)
+    cloud.clock = "2026-11-25T12:00:20Z"
+    cloud.add_server("brief", updated="2026-11-25T12:00:10Z")
+    assert "error" not in call("delete", name="brief", force=True)  # before the next poll
+    events = poller.poll()
+    assert [(e["vm_name"], e["vm_event"], e["vm_status"], e["sequence"]) for e in events] == \
+        [("brief", "created", "DELETED", 1), ("brief", "deleted", "DELETED", 2)]
+    assert events[0]["vm_flavor_name"] == "m1.tiny" and events[0]["vm_addresses"]
+    for _ in range(3):  # listed again and again within the overlap: one request, no look, no event
+        before = len(cloud.mocker.request_history)
+        assert poller.poll() == []
+        assert len(cloud.mocker.request_history) == before + 1
+
+
+def test_deleted_records_from_before_the_first_look_are_not_reported(cloud, poller, call):
+    cloud.clock = "2026-11-25T12:00:20Z"
+    cloud.add_server("old")
+    assert "error" not in call("delete", name="old", force=True)  # before the agent ever looked
+    watching(cloud, poller)
+    assert poller.poll() == []
+
+
+def test_a_deletion_seen_by_a_404_or_a_reconcile_is_not_reported_again_by_the_poll(cloud, poller, call):
+    first = cloud.add_server("first")
+    second = cloud.add_server("second")
+    watching(cloud, poller)
+    cloud.clock = "2026-11-25T12:00:20Z"
+    assert "error" not in call("delete", name="first", force=True)
+    by_404 = poller.refresh(first["id"])  # a notification's read
+    assert "error" not in call("delete", name="second", force=True)
+    by_reconcile, = poller.reconcile()[0]
+    assert (by_404["vm_event"], by_reconcile["vm_event"], by_reconcile["vm_name"]) == ("deleted", "deleted", "second")
+    assert poller.poll() == [] and poller.poll() == []
+    for event in (by_404, by_reconcile):
+        poller.tracker.confirm(event["sequence"])
+    # remembered with their records' times, for as long as a changes-since list shows them
+    assert poller.tracker.snapshot()["deleted"] == {first["id"]: cloud.clock, second["id"]: cloud.clock}
+
+
+def test_a_project_with_no_vm_is_polled_with_changes_since_so_a_vm_that_came_and_went_shows(cloud, poller, call):
+    poller.poll()  # the first full list: nothing, so no watermark
+    before = len(cloud.mocker.request_history)
+    assert poller.poll() == []
+    query = parse_qs(urlparse(cloud.mocker.request_history[before].url).query)
+    assert query["changes-since"] == ["1970-01-01T00:00:00Z"] and len(nova_gets(cloud, before)) == 1
+    cloud.add_server("brief")
+    assert "error" not in call("delete", name="brief", force=True)
+    assert [e["vm_event"] for e in poller.poll()] == ["created", "deleted"]
+
+
+def test_a_vm_already_gone_when_a_notification_reads_it_is_left_to_the_next_poll(cloud, poller, call):
+    watching(cloud, poller)
+    brief = cloud.add_server("brief")
+    assert "error" not in call("delete", name="brief", force=True)
+    assert poller.refresh(brief["id"]) is None  # 404, never reported: nothing to say what it was
+    assert [(e["vm_name"], e["vm_event"]) for e in poller.poll()] == [("brief", "created"), ("brief", "deleted")]
