@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import pika
 
-from cloudmanagers_plugin.drivers.base import CloudDriver, Console, Flavor, Server
+from cloudmanagers_plugin.drivers.base import CloudDriver, Console, Flavor, Image, Server
 from cloudmanagers_plugin.states import ServerAction
 from tests.support import ROOT
 from tests.support.agent import wait_for_consumer
@@ -112,8 +112,14 @@ class LatencyDriver(CloudDriver):
     def rename(self, server_id: str, name: str) -> None:
         """Every day-2 action succeeds at once."""
 
-    def snapshot(self, server_id: str, image_name: str) -> str:
+    def snapshot(self, server_id: str, image_name: str, properties: Optional[Mapping[str, str]] = None) -> str:
         return f"image-of-{server_id}"
+
+    def images_with(self, key: str, value: str) -> List[Image]:
+        return []
+
+    def delete_image(self, image_id: str) -> None:
+        """Every day-2 action succeeds at once."""
 
     def image_status(self, image_id: str) -> str:
         return "active"

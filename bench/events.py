@@ -29,20 +29,18 @@ import random
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import pika
-import requests
 
 from bench.agent_harness import cpu_seconds, rss_kib
 from cloudmanagers_plugin.changes import fingerprint
 from tests.support.agent import EventListener
 from tests.support.httpcloud import HTTPCloud
+from tests.support.proxy import Proxy
 from tools import harness
 
 SECTION = "cm_events"
@@ -50,59 +48,6 @@ SECTION = "cm_events"
 SOURCES: Dict[str, Callable[[Dict[str, Any]], Dict[str, str]]] = {"polling": lambda facts: {}}
 ROUNDS: List[Tuple[str, str]] = [("pause", "PAUSED"), ("unpause", "ACTIVE"), ("stop", "SHUTOFF"), ("start", "ACTIVE")]
 PROXY_PORT = 23100  # this helper's port block
-
-
-class CountingProxy:
-    """Forwards every request to ``upstream`` and counts them: the agent's Nova requests."""
-
-    def __init__(self, upstream: str, port: int) -> None:
-        self.upstream = upstream.rstrip("/")
-        self.requests: List[str] = []
-        self._lock = threading.Lock()
-        self._session = requests.Session()
-        self._session.trust_env = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def count(self) -> int:
-        with self._lock:
-            return len(self.requests)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _forward(self, handler: BaseHTTPRequestHandler) -> None:
-        with self._lock:
-            self.requests.append(f"{handler.command} {handler.path}")
-        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0)) or None
-        headers = {key: value for key, value in handler.headers.items() if key.lower() not in ("host", "connection")}
-        answer = self._session.request(handler.command, self.upstream + handler.path, data=body, headers=headers)
-        handler.send_response(answer.status_code)
-        for key, value in answer.headers.items():
-            if key.lower() not in ("content-length", "connection", "transfer-encoding", "content-encoding"):
-                handler.send_header(key, value)
-        handler.send_header("Content-Length", str(len(answer.content)))
-        handler.end_headers()
-        handler.wfile.write(answer.content)
-
-    def _handler(self) -> Any:
-        forward = self._forward
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                forward(self)
-
-            do_POST = do_PUT = do_DELETE = do_GET
-
-            def log_message(self, *_args: Any) -> None:
-                """Quiet."""
-
-        return Handler
 
 
 def section(keys: Dict[str, str], nova_url: str, extra: Dict[str, str]) -> str:
@@ -126,7 +71,7 @@ class Run:
     """An agent process watching one section, its events and its Nova requests."""
 
     def __init__(self, workdir: str, config_text: str, interval: float, events_exchange: str,
-                 proxy: CountingProxy) -> None:
+                 proxy: Proxy) -> None:
         os.makedirs(workdir, exist_ok=True)
         config = os.path.join(workdir, "cloudmanagers.conf")
         with open(config, "w", encoding="utf-8") as handle:
@@ -258,7 +203,7 @@ def devcloud_part(args: argparse.Namespace, events_exchange: str, workdir: str) 
     quota = admin.quotas.get(facts["demo_project_id"]).instances
     admin.quotas.update(facts["demo_project_id"], instances=max(quota, args.vms + 20))  # put back at the end
     keys = dict(harness_section(facts))
-    proxy = CountingProxy(facts["endpoints"]["compute"].split("/v2.1")[0], PROXY_PORT)
+    proxy = Proxy(facts["endpoints"]["compute"].split("/v2.1")[0], PROXY_PORT)
     results: Dict[str, Any] = {}
     ids: List[str] = []
     try:
@@ -313,7 +258,7 @@ def fake_part(args: argparse.Namespace, events_exchange: str, workdir: str) -> D
     cloud = HTTPCloud().start()
     for index in range(500):
         cloud.cloud.add_server(f"vm{index:03d}", updated=f"2026-11-25T10:{index // 60 % 60:02d}:{index % 60:02d}Z")
-    proxy = CountingProxy(cloud.url, PROXY_PORT + 1)
+    proxy = Proxy(cloud.url, PROXY_PORT + 1)
     keys = {"cm_type": "openstack", "keystone_base_url": f"{cloud.url}/v3", "project_name": "demo",
             "username": "demo", "password": cloud.cloud.password}
     run = Run(os.path.join(workdir, "idle500"), section(keys, proxy.url, {}), args.interval, events_exchange, proxy)

@@ -91,6 +91,13 @@ def main() -> int:
         measure("status already reached (no call)", 1, "update", name="haproxy", status="PAUSED")
         with running_request("bench-reboot"):  # from the agent: the reboot is recorded on the VM first
             measure("reboot sent by the agent", 3, "update", name="new", status="REBOOT")
+        # A snapshot from the agent records its request on the image in the createImage itself and
+        # looks again after it (a racing run of the same request); that look gives the image's status.
+        measure("snapshot (legacy agent: unrecorded)", 3, "update", name="haproxy", snapshot="backup-1")
+        with running_request("bench-snapshot"):
+            measure("snapshot sent by the agent", 3, "update", name="haproxy", snapshot="backup-2")
+        with running_request("bench-snapshot", redelivered=True):
+            measure("snapshot redelivered, its image found", 2, "update", name="haproxy", snapshot="backup-2")
         measure("resize (step 1)", 2, "update", name="new", flavor="2")
         measure("resize (step 2: confirm)", 2, "update", name="new", flavor="2")
         measure("delete", 2, "delete", name="new2", force=True)

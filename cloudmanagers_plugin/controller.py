@@ -11,14 +11,16 @@ import logging
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import states
 from .config import CloudManagerConfig, ConfigFile
 from .desired import DesiredState, DesiredStateRecorder, desired_after
 from .drivers import driver_class
-from .drivers.base import DELETED, NO_EVENTS, CloudDriver, Console, CreateOptions, DriverEvents, Server, is_uuid
-from .errors import BadRequest, CloudManagerError, Conflict, NotFound
+from .drivers.base import (
+    DELETED, NO_EVENTS, CloudDriver, Console, CreateOptions, DriverEvents, Image, Server, is_uuid,
+)
+from .errors import BackendError, BadRequest, CloudManagerError, Conflict, NotFound
 from .host import ResourcesController
 from .protocol import parse_envelope
 from .request_context import correlation_id, redelivered
@@ -34,6 +36,7 @@ SETTLE_WAIT = 60.0  # how long a redelivered state change that met a 409 waits f
 MAX_USER_DATA = 65535  # Nova's limit for the base64 text
 REBOOT_MARK = "cloudmanagers_reboot_request"  # server metadata: the request whose reboot ran last
 CREATE_MARK = "cloudmanagers_create_request"  # server metadata: the request that created the VM
+SNAPSHOT_MARK = "cloudmanagers_snapshot_request"  # image property: the request that took the snapshot
 _REBOOTS = (states.ServerAction.REBOOT_SOFT, states.ServerAction.REBOOT_HARD)
 
 Status = Dict[str, Any]
@@ -229,10 +232,11 @@ class CloudmanagersController(ResourcesController):
             actions.extend(resized)
             reply["vm_flavor"] = flavor.id if flavor else driver.flavor_id(server.flavor_name)
         if day2.snapshot:
-            reply["image_id"] = driver.snapshot(server.id, day2.snapshot)
+            image = _snapshot_once(driver, server, day2.snapshot)
             actions.append("snapshot")
-            reply["image_status"] = (driver.wait_for_image(reply["image_id"], wait) if wait
-                                     else driver.image_status(reply["image_id"]))
+            reply["image_id"] = image.id
+            reply["image_status"] = (driver.wait_for_image(image.id, wait) if wait
+                                     else image.status or driver.image_status(image.id))
         reply["vm_status"] = server.status
         reply["vm_actions"] = actions
         if desired is not None:
@@ -610,21 +614,89 @@ def _keep_only_the_oldest(driver: CloudDriver, res_id: str, name: str, created: 
     When the oldest is this request's own (the request ran twice at once: a redelivery to
     another agent while the first run went on), it is the request's VM and its answer.
     """
-    namesakes = {server.id: server for server in driver.servers_named(name)}
-    mine = namesakes.pop(created.id, None)
-    if not namesakes:
+    oldest = _keep_the_oldest(driver.servers_named(name), created.id, driver.delete)
+    if oldest is None:
         return created
-    oldest = min(namesakes.values(), key=_age_order)
-    if mine is not None and _age_order(mine) < _age_order(oldest):
-        return created
-    driver.delete(created.id)
     if _made_by(request_id, [oldest]):
         return oldest
     raise Conflict(f"a VM named '{name}' already exists on '{res_id}' (id {oldest.id}); no VM was created")
 
 
-def _age_order(server: Server) -> Tuple[str, str]:
-    return (server.created or "", server.id)
+Made = TypeVar("Made", Server, Image)
+
+
+def _keep_the_oldest(found: Sequence[Made], made_id: str, delete: Callable[[str], None]) -> Optional[Made]:
+    """Of the items a look made after this run made ``made_id`` (``found``), only the oldest stays.
+
+    Every run that made one looks again and orders them the same way (``_age_order``), so one
+    stays whichever run looks first, and each run deletes only what it made itself. Returns
+    the older one ``made_id`` was deleted for, or None when ``made_id`` stays. What this run
+    made but the look does not show counts as the newest.
+    """
+    others = [item for item in found if item.id != made_id]
+    if not others:
+        return None
+    oldest = min(others, key=_age_order)
+    mine = next((item for item in found if item.id == made_id), None)
+    if mine is not None and _age_order(mine) < _age_order(oldest):
+        return None
+    delete(made_id)
+    return oldest
+
+
+def _age_order(item: Union[Server, Image]) -> Tuple[str, str]:
+    return (item.created or "", item.id)
+
+
+def _snapshot_once(driver: CloudDriver, server: Server, image_name: str) -> Image:
+    """Take the snapshot an update asks for: one image per request, even when it is redelivered.
+
+    A second createImage makes a second image. The request's correlation id goes on the image
+    (the property ``SNAPSHOT_MARK``, which Nova passes to Glance in the createImage itself: no
+    extra request). A redelivered request first looks for the image of an earlier run and
+    answers it. After a snapshot every run looks again, as a create does: two runs of one
+    request at once (a redelivery to another agent while the first run went on) may each
+    have made an image, and only the oldest stays (``_keep_the_oldest``). That look also gives
+    the image's status, so a first snapshot costs no more requests than an unrecorded one.
+    Nova refuses (409) a snapshot while another runs on the VM: when the other is this
+    request's (both runs at once), its image is the answer.
+    """
+    request_id = correlation_id()
+    if not request_id:  # the legacy synapse agent: unrecorded
+        return Image(id=driver.snapshot(server.id, image_name))
+    if redelivered():
+        earlier = _snapshot_of(driver, request_id)
+        if earlier:
+            LOG.info("VM %s: snapshot %s taken by request %s in an earlier run; answering that", server.id,
+                     earlier.id, printable(request_id))
+            return earlier
+    try:
+        made = driver.snapshot(server.id, image_name, {SNAPSHOT_MARK: request_id})
+    except Conflict:
+        earlier = _snapshot_of(driver, request_id)
+        if earlier is None:
+            raise
+        LOG.info("VM %s: snapshot %s of request %s is under way in another run; answering that", server.id,
+                 earlier.id, printable(request_id))
+        return earlier
+    try:
+        found = driver.images_with(SNAPSHOT_MARK, request_id)
+    except CloudManagerError as exc:
+        raise BackendError(f"the snapshot image {made} was made, but looking for another run's image of "
+                           f"this request failed: {exc}") from None
+    oldest = _keep_the_oldest(found, made, driver.delete_image)
+    if oldest:
+        LOG.info("VM %s: snapshot %s deleted: another run of request %s made %s first; answering that",
+                 server.id, made, printable(request_id), oldest.id)
+        return oldest
+    return next((image for image in found if image.id == made), Image(id=made))
+
+
+def _snapshot_of(driver: CloudDriver, request_id: str) -> Optional[Image]:
+    """The image an earlier run of this request made: the oldest carrying its id (a newer one is
+    being deleted by the run that made it), or None."""
+    images = driver.images_with(SNAPSHOT_MARK, request_id)
+    return min(images, key=_age_order) if images else None
 
 
 def _reached_by_an_earlier_run(driver: CloudDriver, server: Server, requested: str, resizing: bool,

@@ -3,8 +3,9 @@ id, and whether the broker delivered it before.
 
 The plugin contract is ``process(message)``; the legacy synapse agent calls it that way and
 must keep working. The standalone agent also knows the request's AMQP correlation id, which
-lets the controller run a create, a reboot or the start of a resize once per request even when
-the request is redelivered (to this agent or to another one: the id is written on the VM), and
+lets the controller run a create, a reboot, the start of a resize or a snapshot once per request
+even when the request is redelivered (to this agent or to another one: the id is written on the
+VM, or on the snapshot's image), and
 the AMQP ``redelivered`` flag, which tells a delete that finds no VM that an earlier delivery
 may have deleted it. It passes both beside the contract, for the duration of one ``process`` call.
 """

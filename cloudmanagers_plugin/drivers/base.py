@@ -45,6 +45,19 @@ class Server:
 
 
 @dataclass(frozen=True)
+class Image:
+    """An image as a snapshot's look-up finds it: enough to order racing snapshots and answer one.
+
+    ``created`` is Glance's ``created_at`` (whole seconds): with ``id`` it orders images the same
+    way in every process, as ``Server.created`` does VMs.
+    """
+
+    id: str
+    status: Optional[str] = None  # None: not read
+    created: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Flavor:
     id: str
     name: str
@@ -242,8 +255,20 @@ class CloudDriver(ABC):
         """Give the VM a new name."""
 
     @abstractmethod
-    def snapshot(self, server_id: str, image_name: str) -> str:
-        """Start an image of the VM; returns the new image's id."""
+    def snapshot(self, server_id: str, image_name: str, properties: Optional[Mapping[str, str]] = None) -> str:
+        """Start an image of the VM, with these image ``properties``; returns the new image's id.
+
+        Never sent twice by the driver: a second request would make a second image.
+        """
+
+    @abstractmethod
+    def images_with(self, key: str, value: str) -> List[Image]:
+        """The project's own images whose property ``key`` is ``value``, as the image service
+        filters them (one request): how a snapshot finds the images its request made."""
+
+    @abstractmethod
+    def delete_image(self, image_id: str) -> None:
+        """Delete the image (gone already counts as done)."""
 
     @abstractmethod
     def image_status(self, image_id: str) -> str:

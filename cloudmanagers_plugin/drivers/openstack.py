@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..states import RUNNING, ServerAction
 from . import views
-from .base import NO_EVENTS, CloudDriver, Console, CreateOptions, DriverEvents, Flavor, Server, is_uuid
+from .base import NO_EVENTS, CloudDriver, Console, CreateOptions, DriverEvents, Flavor, Image, Server, is_uuid
 from .catalog import Catalog
 from .expiring import ExpiringCache
 from .ratelimit import raise_when_limited
@@ -407,10 +407,11 @@ class OpenStackDriver(CloudDriver):
     def rename(self, server_id: str, name: str) -> None:
         self._call(f"rename VM {server_id} to '{name}'", lambda: self._nova.servers.update(server_id, name=name))
 
-    def snapshot(self, server_id: str, image_name: str) -> str:
-        # microversion >= 2.45 answers the image id; a second createImage would make a second image
-        return str(self._call(f"snapshot VM {server_id}",
-                              lambda: self._nova.servers.create_image(server_id, image_name), repeat=False))
+    def snapshot(self, server_id: str, image_name: str, properties: Optional[Mapping[str, str]] = None) -> str:
+        # microversion >= 2.45 answers the image id; a second createImage would make a second image.
+        # Nova passes createImage's ``metadata`` on to Glance as the image's properties.
+        return str(self._call(f"snapshot VM {server_id}", lambda: self._nova.servers.create_image(
+            server_id, image_name, metadata=dict(properties or {}) or None), repeat=False))
 
     def image_status(self, image_id: str) -> str:
         try:
@@ -471,6 +472,26 @@ class OpenStackDriver(CloudDriver):
             images.extend(views.image(base, image) for image in body.get("images", []))
             path = body.get("next")
         return images
+
+    def images_with(self, key: str, value: str) -> List[Image]:
+        """One ``GET /v2/images?<key>=<value>&owner=<project>``: Glance matches any filter that is
+        not an image attribute against the image's properties, exactly. The owner filter keeps out
+        images other projects share or publish with the same property."""
+        query = {key: value, "limit": PAGE_SIZE}
+        owner = self.project_id()
+        if owner:
+            query["owner"] = owner
+        path = "/v2/images?" + urlencode(query)
+        body = self._call(f"look up images by their property {key}",
+                          lambda: self._image.get(path).json())
+        return [Image(id=image["id"], status=image.get("status"), created=image.get("created_at"))
+                for image in body.get("images") or []]
+
+    def delete_image(self, image_id: str) -> None:
+        try:
+            self._call(f"delete image {image_id}", lambda: self._image.delete(f"/v2/images/{image_id}"))
+        except NotFound:
+            pass  # already gone
 
     def find_image(self, name_or_id: str) -> str:
         """An image id; a name is asked of Glance once and remembered for ``NAME_CACHE_SECONDS``."""

@@ -2,9 +2,12 @@
 
 An agent is killed with SIGKILL while it runs a request, after its OpenStack call and before
 its reply: the broker redelivers the request to the next agent on the queue, whose answer
-cache is empty. What that agent must find is on the VM itself.
+cache is empty. What that agent must find is on the VM itself, or on the snapshot's image in
+Glance. A request run by two agents (the broker gave it to another while the first went on)
+leaves one VM, or one image, too.
 """
 
+import configparser
 import json
 import os
 import signal
@@ -16,8 +19,10 @@ import uuid
 import pika
 import pytest
 
+from cloudmanagers_plugin.controller import SNAPSHOT_MARK
 from tests.support.e2e import harness, settle
 from tests.support.metrics import value
+from tests.support.proxy import Proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -144,3 +149,100 @@ def test_a_redelivered_resize_start_does_not_confirm_it(agent, dying_agent, call
         assert settle(nova, server_id, "ACTIVE") == ("ACTIVE", "m1.small")
     finally:
         agent.call("delete", cm, name=server_id, force=True, wait=60)
+
+
+# -- snapshots -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nova_proxy(facts):
+    proxy = Proxy(facts["endpoints"]["compute"].split("/v2.1")[0])
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def proxied_agent(e2e_config, sections, nova_proxy, tmp_path):
+    """An agent whose Nova requests go through ``nova_proxy``, which the test kills and starts again."""
+    config = configparser.ConfigParser(interpolation=None)
+    config.read(e2e_config)
+    config[sections["v3"]]["nova_base_url"] = f"{nova_proxy.url}/v2.1"
+    path = tmp_path / "proxied.conf"
+    with open(path, "w", encoding="utf-8") as handle:
+        config.write(handle)
+    os.chmod(path, 0o600)
+    running = harness.Agent(str(tmp_path / "proxied"), str(path)).start()
+    yield running
+    running.stop()
+    subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
+
+
+@pytest.fixture
+def snapshot_vm(agent, nova, sections, vm_name):
+    """A running VM; afterwards the VM and every image of its snapshots are deleted."""
+    server_id = agent.call("create", sections["v3"], name=vm_name, flavor="m1.tiny", image="cirros-fake",
+                           wait=90)["status"]["vm_id"]
+    yield server_id
+    settle(nova, server_id)
+    for image in glance_images(nova, name=f"{vm_name}-snap"):
+        nova.client.session.delete(f"/v2/images/{image['id']}", endpoint_filter={"service_type": "image"})
+    agent.call("delete", sections["v3"], name=server_id, force=True, wait=60)
+
+
+def glance_images(nova, **query):
+    """Images as Glance itself lists them, read independently of the plugin."""
+    path = "/v2/images?" + "&".join(f"{key}={value}" for key, value in query.items())
+    return nova.client.session.get(path, endpoint_filter={"service_type": "image"}).json()["images"]
+
+
+def snapshot_message(cm, vm_name):
+    return {"collection": "cloudmanagers", "action": "update", "id": cm,
+            "attributes": {"name": vm_name, "snapshot": f"{vm_name}-snap", "wait": 90}}
+
+
+def snapshots_taken(nova, server_id):
+    return [a.action for a in nova.instance_action.list(server_id)].count("createImage")
+
+
+def test_a_snapshot_redelivered_after_its_createimage_gives_one_image_and_its_id(
+        proxied_agent, nova_proxy, caller, nova, sections, vm_name, snapshot_vm):
+    """The agent dies once Nova took the snapshot and before the agent even learned the image's id
+    (the proxy holds Nova's answer back): the redelivery finds the image by its request's id."""
+    cm = sections["v3"]
+    correlation_id = str(uuid.uuid4())
+    nova_proxy.hold_next(lambda method, path, body: method == "POST" and b"createImage" in body)
+    caller.send(proxied_agent.uuid, snapshot_message(cm, vm_name), correlation_id)
+    assert nova_proxy.held.wait(60), proxied_agent.tail()
+    (image,) = wait_until(lambda: glance_images(nova, **{SNAPSHOT_MARK: correlation_id}))
+    kill_and_restart(proxied_agent)
+    replies = caller.replies(correlation_id, timeout=120)
+    assert len(replies) == 1, replies
+    assert replies[0]["status"] == {"cloudmanager": cm, "vm_name": vm_name, "vm_id": snapshot_vm,
+                                    "image_id": image["id"], "image_status": "active", "vm_status": "ACTIVE",
+                                    "vm_actions": ["snapshot"]}, replies[0]
+    assert [i["id"] for i in glance_images(nova, **{SNAPSHOT_MARK: correlation_id})] == [image["id"]]
+    assert snapshots_taken(nova, snapshot_vm) == 1
+    assert "taken by request" in proxied_agent.tail(200)  # the redelivery looked, and took none
+
+
+@pytest.mark.parametrize("together", [True, False], ids=["at-once", "one-after-the-other"])
+def test_one_snapshot_request_run_by_two_agents_leaves_one_image_named_in_both_replies(
+        agent, dying_agent, caller, nova, sections, vm_name, snapshot_vm, together):
+    """The broker gave the request to a second agent while the first went on (the first lost its
+    node, not its process): neither is marked redelivered. At once, Nova refuses the second
+    snapshot (409, one at a time) and that run answers the other's image; one after the other,
+    the second snapshot is taken, and its run finds the older image, deletes its own and answers
+    the older."""
+    cm = sections["v3"]
+    correlation_id = str(uuid.uuid4())
+    caller.send(agent.uuid, snapshot_message(cm, vm_name), correlation_id)
+    first = [] if together else caller.replies(correlation_id, timeout=120)
+    caller.send(dying_agent.uuid, snapshot_message(cm, vm_name), correlation_id)
+    replies = first + caller.replies(correlation_id, timeout=120, at_least=2 - len(first))
+    assert len(replies) == 2, replies
+    images = glance_images(nova, **{SNAPSHOT_MARK: correlation_id})
+    assert len(images) == 1, images
+    assert {r["status"]["image_id"] for r in replies} == {images[0]["id"]}, replies
+    assert all(r["status"]["image_status"] == "active" for r in replies), replies
+    if not together:
+        assert snapshots_taken(nova, snapshot_vm) == 2  # the second was taken, and its image deleted

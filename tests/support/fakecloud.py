@@ -9,7 +9,7 @@ import datetime
 import json
 import re
 import uuid
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 from urllib.parse import parse_qs, urlparse
 
 import requests_mock
@@ -102,6 +102,8 @@ class FakeCloud:
         self.next_status: Dict[str, str] = {}  # server name -> status a create ends in
         self.created_bodies: List[dict] = []  # every POST /servers body, as sent
         self.snapshot_status = "active"  # what a new snapshot image shows in Glance
+        self.snapshots_made = 0  # images created by createImage, deleted ones included
+        self.before_snapshot: Optional[Callable[[], None]] = None  # runs as a createImage arrives (a race)
         self.server_groups = [{"id": "7b0c0d7e-0000-4000-8000-000000000001", "name": "spread",
                                "policies": ["anti-affinity"]}]
         mocker.post(f"{KEYSTONE}/v3/auth/tokens", json=self._token, status_code=201,
@@ -124,6 +126,7 @@ class FakeCloud:
         mocker.delete(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/metadata/[^/]+$"), json=self._delete_metadata)
         mocker.put(re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/tags$"), json=self._set_tags)
         mocker.get(re.compile(rf"^{re.escape(GLANCE)}/v2/images/[^/?]+$"), json=self._image)
+        mocker.delete(re.compile(rf"^{re.escape(GLANCE)}/v2/images/[^/?]+$"), json=self._delete_image)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/flavors/detail(\?.*)?$"), json=self._flavors)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/os-keypairs(\?.*)?$"), json=self._keypairs)
         mocker.get(re.compile(rf"^{re.escape(NOVA)}/os-server-groups(\?.*)?$"),
@@ -311,16 +314,34 @@ class FakeCloud:
         elif name == "revertResize":
             server["flavor"], final = server.pop("previous")
         elif name == "createImage":
-            image = {"id": str(uuid.uuid4()), "name": argument["name"], "status": self.snapshot_status}
-            self.images.append(image)
-            context.status_code = 202
-            return {"image_id": image["id"]}
+            return self._snapshot(server, argument, context)
         elif name == "os-getConsoleOutput":
             context.status_code = 200
             return {"output": "\n".join(CONSOLE[-int(argument.get("length") or len(CONSOLE)):]) + "\n"}
         server["status"] = final or server["status"]
         context.status_code = 202
         return None
+
+    def _snapshot(self, server: dict, argument: dict, context) -> dict:
+        """Nova's createImage: Glance gets an image owned by the project, with ``metadata`` as its
+        properties; refused (409) while a task (another snapshot) runs on the VM."""
+        if self.before_snapshot:
+            self.before_snapshot()
+        if server["OS-EXT-STS:task_state"]:
+            return self._error(context, 409, f"Cannot 'createImage' instance {server['id']} while it is in "
+                                             f"task_state {server['OS-EXT-STS:task_state']}")
+        image = self.add_image(argument["name"], status=self.snapshot_status, **argument.get("metadata", {}))
+        self.snapshots_made += 1
+        context.status_code = 202
+        return {"image_id": image["id"]}
+
+    def add_image(self, name: str, status: str = "active", **properties) -> dict:
+        """An image of the project, created one second after the one before (Glance's whole seconds)."""
+        created = _instant("2026-11-25T12:00:00Z") + datetime.timedelta(seconds=len(self.images))
+        image = {"id": str(uuid.uuid4()), "name": name, "status": status, "owner": "p1",
+                 "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ"), **properties}
+        self.images.append(image)
+        return image
 
     def _console(self, request, context):
         server = self._find(request)
@@ -400,6 +421,17 @@ class FakeCloud:
         return dict(found, status=found.get("status", "active"))
 
     def _images(self, request, context):
+        """Glance's list: every filter but paging is an exact match on an attribute or a property."""
         query = parse_qs(urlparse(request.url).query)
-        images = [i for i in self.images if "name" not in query or i["name"] == query["name"][0]]
+        filters = {key: values[0] for key, values in query.items() if key not in ("limit", "marker")}
+        images = [i for i in self.images if all(i.get(key) == value for key, value in filters.items())]
         return {"images": images, "first": "/v2/images"}
+
+    def _delete_image(self, request, context):
+        image_id = urlparse(request.url).path.rsplit("/", 1)[1]
+        if not any(i["id"] == image_id for i in self.images):
+            context.status_code = 404
+            return {"message": "404 Not Found", "code": "404 Not Found", "title": "Not Found"}
+        self.images = [i for i in self.images if i["id"] != image_id]
+        context.status_code = 204
+        return None

@@ -1,5 +1,6 @@
-"""Effects that run once per request across processes: a create, the start of a resize, state
-changes and deletes, redelivered to a second agent (a fresh controller, the same cloud).
+"""Effects that run once per request across processes: a create, the start of a resize, a
+snapshot, state changes and deletes, redelivered to a second agent (a fresh controller, the same
+cloud).
 
 The answer cache of one agent dies with it; what a redelivery must find is on the VM itself.
 """
@@ -8,13 +9,14 @@ import json
 import re
 
 import pytest
+import requests
 
 from cloudmanagers_plugin import CloudmanagersController
-from cloudmanagers_plugin.controller import CREATE_MARK
+from cloudmanagers_plugin.controller import CREATE_MARK, SNAPSHOT_MARK
 from cloudmanagers_plugin.drivers.base import RESIZE_MARK
 from cloudmanagers_plugin.request_context import running_request
 from tests.support.controller import status_of
-from tests.support.fakecloud import IMAGE_ID, NOVA
+from tests.support.fakecloud import GLANCE, IMAGE_ID, NOVA, PASSWORD, TOKEN
 from tests.support.seed_examples import EXAMPLES
 
 CM = "test_os"
@@ -157,6 +159,146 @@ def test_a_legacy_resize_is_not_recorded(controller, cloud):
     status_of(run(controller, "update", None, name="haproxy", flavor="2"))
     assert vm["metadata"] == {} and posts(cloud, "/metadata") == []
     assert len([r for r in cloud.mocker.request_history if r.port == 8774 and "/flavors" not in r.path]) == 2
+
+
+# -- snapshots ----------------------------------------------------------------------------------
+
+SNAPSHOT = {"name": "haproxy", "snapshot": "haproxy-backup"}
+IMAGES = re.compile(rf"^{re.escape(GLANCE)}/v2/images(\?.*)?$")
+
+
+def openstack_requests(cloud):
+    return [f"{r.method} {r.path}{'?' + r.query if r.query else ''}" for r in cloud.mocker.request_history
+            if r.port != 5000]
+
+
+def marked(cloud, correlation_id):
+    return [image["id"] for image in cloud.images if image.get(SNAPSHOT_MARK) == correlation_id]
+
+
+def test_a_snapshot_records_its_correlation_id_on_its_image_at_no_extra_request(controller, cloud):
+    vm = cloud.add_server("haproxy")
+    status = status_of(run(controller, "update", "corr-1", **SNAPSHOT))
+    (image,) = [image for image in cloud.images if image["id"] == status["image_id"]]
+    assert image[SNAPSHOT_MARK] == "corr-1" and image["name"] == "haproxy-backup"
+    assert status == {"cloudmanager": CM, "vm_name": "haproxy", "vm_id": vm["id"], "image_id": image["id"],
+                      "image_status": "active", "vm_status": "ACTIVE", "vm_actions": ["snapshot"]}
+    # look-up, createImage, look again (which also gives the status): no Glance look-up before it
+    assert openstack_requests(cloud) == [
+        "GET /v2.1/servers/detail?name=%5ehaproxy%24", f"POST /v2.1/servers/{vm['id']}/action",
+        f"GET /v2/images?{SNAPSHOT_MARK}=corr-1&limit=1000&owner=p1"]
+
+
+def test_a_legacy_snapshot_is_not_recorded_and_costs_what_it_did(controller, cloud):
+    vm = cloud.add_server("haproxy")
+    status = status_of(run(controller, "update", None, **SNAPSHOT))
+    assert SNAPSHOT_MARK not in cloud.images[-1] and status["image_status"] == "active"
+    assert openstack_requests(cloud) == [
+        "GET /v2.1/servers/detail?name=%5ehaproxy%24", f"POST /v2.1/servers/{vm['id']}/action",
+        f"GET /v2/images/{status['image_id']}"]
+
+
+def test_a_redelivered_snapshot_answers_the_first_image_and_takes_none(controller, second, cloud):
+    cloud.add_server("haproxy")
+    first = status_of(run(controller, "update", "corr-1", **SNAPSHOT))
+    cloud.mocker.reset_mock()
+    again = status_of(run(second, "update", "corr-1", redelivered=True, **SNAPSHOT))
+    assert again == first and cloud.snapshots_made == 1 and marked(cloud, "corr-1") == [first["image_id"]]
+    assert openstack_requests(cloud) == ["GET /v2.1/servers/detail?name=%5ehaproxy%24",
+                                         f"GET /v2/images?{SNAPSHOT_MARK}=corr-1&limit=1000&owner=p1"]
+
+
+def test_a_redelivered_snapshot_with_wait_waits_for_the_first_image(second, cloud):
+    """The first agent died after createImage, before its reply: the image is still saving."""
+    cloud.add_server("haproxy")
+    image = cloud.add_image("haproxy-backup", status="saving", **{SNAPSHOT_MARK: "corr-1"})
+    statuses = iter(["saving", "active"])
+    cloud.mocker.get(f"{GLANCE}/v2/images/{image['id']}",
+                     json=lambda request, context: dict(image, status=next(statuses, "active")))
+    second.driver(CM).first_poll = 0.01
+    again = status_of(run(second, "update", "corr-1", redelivered=True, **SNAPSHOT, wait=5))
+    assert again["image_id"] == image["id"] and again["image_status"] == "active" and cloud.snapshots_made == 0
+
+
+def test_a_redelivery_whose_first_run_took_no_snapshot_takes_it(second, cloud):
+    cloud.add_server("haproxy")
+    status = status_of(run(second, "update", "corr-1", redelivered=True, **SNAPSHOT))
+    assert marked(cloud, "corr-1") == [status["image_id"]] and cloud.snapshots_made == 1
+    assert len(openstack_requests(cloud)) == 4  # look-up of the VM, of the image, createImage, look again
+
+
+def test_another_request_takes_another_snapshot(controller, second, cloud):
+    cloud.add_server("haproxy")
+    first = status_of(run(controller, "update", "corr-1", **SNAPSHOT))
+    other = status_of(run(second, "update", "corr-2", **SNAPSHOT))
+    assert other["image_id"] != first["image_id"] and cloud.snapshots_made == 2
+    assert (marked(cloud, "corr-1"), marked(cloud, "corr-2")) == ([first["image_id"]], [other["image_id"]])
+
+
+def test_two_runs_of_one_snapshot_at_once_leave_one_image_and_both_answer_it(controller, second, cloud):
+    """The broker redelivered the request to a second agent while the first still ran: the
+    redelivery looks, finds nothing yet, and snapshots just before the first run's createImage
+    arrives. The first run's image is the newer: it deletes it and answers the other."""
+    cloud.add_server("haproxy")
+    redelivery = []
+
+    def the_other_run_first():
+        cloud.before_snapshot = None
+        redelivery.append(status_of(run(second, "update", "corr-1", redelivered=True, **SNAPSHOT)))
+
+    cloud.before_snapshot = the_other_run_first
+    first = status_of(run(controller, "update", "corr-1", **SNAPSHOT))
+    assert first == redelivery[0] and marked(cloud, "corr-1") == [first["image_id"]]
+    assert cloud.snapshots_made == 2 and [r.method for r in cloud.mocker.request_history].count("DELETE") == 1
+
+
+def test_a_run_whose_image_is_the_oldest_keeps_it_and_leaves_the_other_to_its_run(controller, cloud):
+    """Each run deletes only what it made: the newer image is the other run's to delete."""
+    cloud.add_server("haproxy")
+    newer = []
+
+    def listed_after_the_other_run_made_one(request, context):
+        if not newer:
+            newer.append(cloud.add_image("haproxy-backup", **{SNAPSHOT_MARK: "corr-1"}))
+        return cloud._images(request, context)
+
+    cloud.mocker.get(IMAGES, json=listed_after_the_other_run_made_one)
+    status = status_of(run(controller, "update", "corr-1", **SNAPSHOT))
+    assert status["image_id"] != newer[0]["id"] and len(marked(cloud, "corr-1")) == 2
+    assert "DELETE" not in [r.method for r in cloud.mocker.request_history]
+
+
+def test_a_snapshot_refused_while_its_other_run_snapshots_answers_that_image(second, cloud):
+    """Nova takes one snapshot of a VM at a time: the run that meets the 409 answers the other's image."""
+    cloud.add_server("haproxy", **{"OS-EXT-STS:task_state": "image_snapshot"})
+    image = cloud.add_image("haproxy-backup", status="queued", **{SNAPSHOT_MARK: "corr-1"})
+    status = status_of(run(second, "update", "corr-1", **SNAPSHOT))
+    assert (status["image_id"], status["image_status"]) == (image["id"], "queued") and cloud.snapshots_made == 0
+
+
+def test_a_snapshot_refused_for_another_requests_snapshot_is_still_an_error(second, cloud):
+    cloud.add_server("haproxy", **{"OS-EXT-STS:task_state": "image_snapshot"})
+    cloud.add_image("haproxy-backup", **{SNAPSHOT_MARK: "corr-other"})
+    error = run(second, "update", "corr-1", **SNAPSHOT)["error"]
+    assert "(409)" in error and "task_state image_snapshot" in error and cloud.snapshots_made == 0
+
+
+def test_a_glance_that_refuses_the_property_filter_gives_a_clear_error(second, cloud):
+    cloud.add_server("haproxy")
+    cloud.mocker.get(IMAGES, status_code=400, json={"message": "Invalid filter", "code": "400 Bad Request"})
+    error = run(second, "update", "corr-1", redelivered=True, **SNAPSHOT)["error"]
+    assert f"rejected the request to look up images by their property {SNAPSHOT_MARK} (400)" in error
+    assert cloud.snapshots_made == 0  # not taken when its earlier run cannot be looked for
+
+
+def test_a_glance_unreachable_after_the_snapshot_names_the_image_made(second, cloud):
+    cloud.add_server("haproxy")
+    cloud.mocker.get(IMAGES, exc=requests.exceptions.ConnectionError("Connection refused"))
+    reply = run(second, "update", "corr-1", **SNAPSHOT)
+    (made,) = marked(cloud, "corr-1")
+    assert reply["error"].startswith(f"the snapshot image {made} was made, but looking for another run's image")
+    assert "cannot connect to OpenStack" in reply["error"]
+    assert PASSWORD not in str(reply) and TOKEN not in str(reply)
 
 
 # -- state changes and deletes ------------------------------------------------------------------
