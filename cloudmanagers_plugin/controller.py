@@ -7,11 +7,13 @@ escapes ``process``. It is thread-safe, so the agent may run several messages at
 
 import base64
 import binascii
+import contextvars
 import logging
 import threading
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import states
 from .config import CloudManagerConfig, ConfigFile
@@ -40,6 +42,8 @@ SNAPSHOT_MARK = "cloudmanagers_snapshot_request"  # image property: the request 
 _REBOOTS = (states.ServerAction.REBOOT_SOFT, states.ServerAction.REBOOT_HARD)
 
 Status = Dict[str, Any]
+# The VMs the request being run on this thread is changing (``_changing``), released when it ends.
+_CHANGING: contextvars.ContextVar[Optional[ExitStack]] = contextvars.ContextVar("changing", default=None)
 
 # Discovery reads: request attribute -> (reply key, driver verb). Several may be asked at once.
 DISCOVERY: Mapping[str, Tuple[str, str]] = {
@@ -88,7 +92,9 @@ class CloudmanagersController(ResourcesController):
         res_id = message.get("id", "") if isinstance(message, dict) else ""
         try:
             action, res_id, attributes = self._parse(message)
-            return self._reply(res_id, self._actions[action](res_id=res_id, attributes=attributes))
+            with self._request_scope():
+                status = self._actions[action](res_id=res_id, attributes=attributes)
+            return self._reply(res_id, status)
         except CloudManagerError as exc:
             return self._reply(res_id, error=str(exc))
         except Exception as exc:  # a bug must still give a reply, and keep the agent serving
@@ -179,6 +185,7 @@ class CloudmanagersController(ResourcesController):
         else:
             server = driver.create_server(name, flavor, image_id, key_name, user_data, options)
             server = _keep_only_the_oldest(driver, res_id, name, server, request_id)
+        self._changing(res_id, server.id)
         if wait:
             server = driver.wait_for_status(server.id, {states.RUNNING}, wait)
         reply = {"cloudmanager": res_id, "created": True, "vm_name": name, "vm_status": server.status,
@@ -208,6 +215,7 @@ class CloudmanagersController(ResourcesController):
             raise BadRequest(f"status {row.target} stops before the confirmation: send it without 'confirm' and 'revert'")
         flavor = driver.find_flavor(flavor_ref) if flavor_ref else None
         server = driver.find_server(name)
+        self._changing(res_id, server.id)
         if day2.rename and day2.rename != server.name and driver.servers_named(day2.rename):
             raise Conflict(f"cannot rename VM '{server.name}': a VM named '{day2.rename}' already exists on '{res_id}'")
         reply: Status = {"cloudmanager": res_id, "vm_name": server.name, "vm_id": server.id}
@@ -289,6 +297,7 @@ class CloudmanagersController(ResourcesController):
                 f"VM '{server.name}' is {server.status} and cloud manager '{res_id}' protects running VMs "
                 "(protect_running = true): shut it down first (status: shutdown) or send force: true"
             )
+        self._changing(res_id, server.id)
         driver.delete(server.id)
         if self.desired_states is not None:  # deleted on request: not a drift
             self.desired_states.forget(res_id, server.id)
@@ -297,6 +306,28 @@ class CloudmanagersController(ResourcesController):
                 "vm_id": server.id}
 
     # -- helpers ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _request_scope(self) -> Iterator[None]:
+        """One request's run: the VMs it marks under change (``_changing``) stay so until it ends,
+        exceptions included."""
+        with ExitStack() as changing:
+            token = _CHANGING.set(changing)
+            try:
+                yield
+            finally:
+                _CHANGING.reset(token)
+
+    def _changing(self, res_id: str, vm_id: str) -> None:
+        """Tell the recorder that this request is changing the VM, until the request ends: its
+        desired state is handed over only then (``_keep_desired``), so the compliance monitor
+        gives the VM no verdict meanwhile instead of judging the change against the old one."""
+        if self.desired_states is None:
+            return
+        changing = _CHANGING.get()
+        if changing is None:
+            raise RuntimeError("a VM is changed outside process(): no request to mark it under change")
+        changing.enter_context(self.desired_states.changing(res_id, vm_id))
 
     def _monitoring(self, res_id: str, vm_id: str, monitor: Optional[bool]) -> bool:
         """Whether this update touches a desired state (which may cost a flavor look-up)."""

@@ -2,13 +2,15 @@
 
 A ``create`` or ``update`` sent with ``monitor: true`` asks the agent to keep the VM where the
 request put it; ``monitor: false`` stops that. The controller works out the desired state from
-the request and the transition table (``desired_after``) and gives it to a recorder; the
+the request and the transition table (``desired_after``) and gives it to a recorder at the end
+of the request, and tells the recorder which VMs a request is changing meanwhile (``changing``):
+until then the VM goes where the request sends it while the recorded state is the old one. The
 standalone agent's recorder is a persistent store that its compliance monitor reads. Inside a
 legacy synapse agent there is no recorder and ``monitor`` changes nothing.
 """
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Protocol
+from typing import Any, ContextManager, Dict, Optional, Protocol
 
 from . import states
 
@@ -43,6 +45,12 @@ class DesiredStateRecorder(Protocol):
 
     def knows(self, section: str, vm_id: str) -> bool:
         """Whether the VM is monitored."""
+
+    def changing(self, section: str, vm_id: str) -> ContextManager[None]:
+        """A request is changing the VM: until the context ends, what the VM looks like says nothing
+        about its desired state, which the request hands over (``record``, ``follow``, ``forget``)
+        before the context ends, or leaves as it was when it fails. Contexts count: with two
+        requests on one VM at once, it is under change until both ended. Never persisted."""
 
 
 def desired_after(requested: Optional[str], current_status: str, flavor: Optional[str]) -> DesiredState:

@@ -2,7 +2,10 @@
 
 Every change event and every reconcile of a section compares each monitored VM with its
 desired state (``judge``). A VM in the middle of a transition (a task under way, BUILD, a
-reboot, a resize awaiting its confirmation with the desired flavor) gets no verdict yet. A
+reboot, a resize awaiting its confirmation with the desired flavor) gets no verdict yet, nor
+does a VM that a request (a create, an update, a delete, a remediation) is changing: its
+desired state is handed over when the request ends, so meanwhile the VM is going where the
+request sends it, away from a recorded state that is about to be replaced. A
 drift (stopped or paused outside the controller, ERROR, another flavor, deleted) publishes
 ``compliance_error``; while the drift lasts it is repeated at most once per ``alert_interval``
 (synapse's ``[compliance] alert_interval``, 3600 s by default); the VM back where it should be
@@ -12,7 +15,11 @@ agent never creates): after its one ``compliance_error`` it is no longer monitor
 With ``remediate = true`` in its section, a drift is answered by an ``update`` through the
 controller, so through the one transition table (start, unpause, resume...; a resize with its
 confirmation for a flavor drift): never a delete or a create. The ``compliance_error``
-message says what was asked and what happened (``remediation``).
+message says what was asked and what happened (``remediation``). A remediation waits its
+turn (one at a time): one whose VM a request is changing by then, or whose desired state is
+no longer the one judged, would undo that request, so it does nothing; its
+``compliance_error`` still goes out (the drift was real when seen), with ``skipped`` and why,
+and the next drift of the VM is reported and remediated at once, not an ``alert_interval`` later.
 
 The message keeps synapse's shape: ``status`` is the desired state, ``current_status`` the VM
 as read (the VM-details keys), ``compliant``, ``back_to_compliance``, ``timestamp`` and
@@ -124,13 +131,13 @@ class ComplianceMonitor:
     def on_event(self, section: str, status: Mapping[str, Any]) -> None:
         """A change event of ``section`` (VM-details keys plus ``vm_event``)."""
         vm_id = status.get("vm_id")
-        entry = self._store.get(section, vm_id) if isinstance(vm_id, str) else None
+        entry = self._store.settled(section, vm_id) if isinstance(vm_id, str) else None
         if entry is not None:
             self._check(section, vm_id, entry, status)
 
     def on_reconcile(self, section: str, views: Mapping[str, Mapping[str, Any]]) -> None:
         """A full read of ``section``: every VM it has, by id; a monitored VM missing is deleted."""
-        for vm_id, entry in self._store.monitored(section).items():
+        for vm_id, entry in self._store.settled_vms(section).items():
             self._check(section, vm_id, entry, views.get(vm_id))
 
     def close(self) -> None:
@@ -168,8 +175,17 @@ class ComplianceMonitor:
 
     def _remediate(self, section: str, vm_id: str, desired: DesiredState, view: View, verdict: Verdict,
                    now: float, attributes: Dict[str, Any]) -> None:
-        """Worker: run the update, then say what it did in the ``compliance_error``."""
+        """Worker: run the update unless a request overtook the drift, then say what happened in the
+        ``compliance_error``."""
         asked = {key: value for key, value in attributes.items() if key != "name"}
+        overtaken = self._overtaken(section, vm_id, desired)
+        if overtaken:
+            with self._lock:  # the next drift is judged afresh: reported and remediated at once
+                self._last_alert.pop((section, vm_id), None)
+            LOG.info("section '%s': VM %s drifted (%s); remediation %s skipped: %s", section, vm_id,
+                     verdict.reason, asked, overtaken)
+            self._send(section, vm_id, desired, view, verdict, now, {"update": asked, "skipped": overtaken})
+            return
         try:
             reply = self._run_update(section, attributes)
         except Exception as err:  # the message must still go out
@@ -184,6 +200,16 @@ class ComplianceMonitor:
             LOG.info("section '%s': VM %s drifted (%s); remediated: %s", section, vm_id, verdict.reason,
                      outcome["vm_actions"])
         self._send(section, vm_id, desired, view, verdict, now, outcome)
+
+    def _overtaken(self, section: str, vm_id: str, desired: DesiredState) -> str:
+        """Why a remediation judged against ``desired`` must not act now ('' when it may): a request
+        is changing the VM, or one changed its desired state (or stopped monitoring it) since."""
+        entry = self._store.settled(section, vm_id)
+        if entry is not None:
+            return "" if entry.desired == desired else f"a request changed its desired state to {entry.desired.status}"
+        if self._store.under_change(section, vm_id):
+            return "a request is changing the VM"
+        return "the VM is no longer monitored"
 
     def _send(self, section: str, vm_id: str, desired: DesiredState, view: View, verdict: Verdict, now: float,
               remediation: Optional[Dict[str, Any]]) -> None:

@@ -5,14 +5,19 @@ The file survives restarts, so monitoring goes on where it was: ``{"format": 1, 
 whole, atomically (a temporary file in the same folder, fsync, rename), so a crash leaves the
 old file or the new one, never half of one. A file that cannot be parsed is moved aside
 (``.unreadable``) with an error line, and monitoring starts empty rather than not at all.
+
+Which VMs requests are changing right now (``changing``) is kept beside, in memory only: it
+describes requests of this process, which end with it.
 """
 
 import json
 import logging
 import os
 import threading
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 from ..conffile import replace_atomically
 from ..desired import DesiredState
@@ -38,6 +43,7 @@ class DesiredStateStore:
     def __init__(self, state_dir: str) -> None:
         self.path = os.path.join(state_dir, FILE_NAME)
         self._lock = threading.Lock()
+        self._changes: "Counter[Tuple[str, str]]" = Counter()  # (section, VM) -> requests changing it now
         try:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
         except OSError as err:
@@ -71,6 +77,19 @@ class DesiredStateStore:
         with self._lock:
             return vm_id in self._sections.get(section, {})
 
+    @contextmanager
+    def changing(self, section: str, vm_id: str) -> Iterator[None]:
+        key = (section, vm_id)
+        with self._lock:
+            self._changes[key] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._changes[key] -= 1
+                if not self._changes[key]:
+                    del self._changes[key]
+
     # -- the compliance monitor's side --------------------------------------------------------
 
     def get(self, section: str, vm_id: str) -> Optional[Monitored]:
@@ -80,6 +99,23 @@ class DesiredStateStore:
     def monitored(self, section: str) -> Dict[str, Monitored]:
         with self._lock:
             return dict(self._sections.get(section, {}))
+
+    def settled(self, section: str, vm_id: str) -> Optional[Monitored]:
+        """The VM's entry when no request is changing it: None while one is (as for a VM not
+        monitored), so a view of the VM is never judged against a state the request is replacing."""
+        with self._lock:
+            return None if (section, vm_id) in self._changes else self._sections.get(section, {}).get(vm_id)
+
+    def settled_vms(self, section: str) -> Dict[str, Monitored]:
+        """The monitored VMs of ``section`` that no request is changing."""
+        with self._lock:
+            return {vm_id: entry for vm_id, entry in self._sections.get(section, {}).items()
+                    if (section, vm_id) not in self._changes}
+
+    def under_change(self, section: str, vm_id: str) -> bool:
+        """Whether a request is changing the VM now."""
+        with self._lock:
+            return (section, vm_id) in self._changes
 
     def set_compliant(self, section: str, vm_id: str, compliant: bool) -> None:
         with self._lock:

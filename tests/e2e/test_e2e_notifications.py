@@ -7,6 +7,7 @@ novaclient, as someone in Horizon would; the events and compliance messages are 
 exchange of the test's own.
 """
 
+import json
 import subprocess
 import time
 import urllib.parse
@@ -20,6 +21,7 @@ from tests.support.e2e import NovaTap, harness, settle, wait_for_first_full_list
 FAST = "devcloud_notified"  # notifications on, polling every 300 s: a quick event can only be a notification
 REMEDIATE = "devcloud_remediate"
 SWITCHED = "devcloud_switched"  # notifications on and off, polling every 3 s
+POLLED_REMEDIATE = "devcloud_polled_remediate"  # notifications on, remediate = true, polling every 3 s
 POLL_SECONDS = 3
 
 
@@ -92,6 +94,16 @@ def fast_agent(facts, bus, events_exchange, tmp_path_factory):
 def switched_agent(facts, bus, events_exchange, tmp_path_factory):
     config = _config(tmp_path_factory.mktemp("switched") / "cloudmanagers.conf", facts, bus[0], {SWITCHED: ""})
     running = _agent(tmp_path_factory, config, events_exchange, POLL_SECONDS, (SWITCHED,))
+    yield running
+    running.stop()
+    subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def polled_agent(facts, bus, events_exchange, tmp_path_factory):
+    config = _config(tmp_path_factory.mktemp("polled") / "cloudmanagers.conf", facts, bus[0],
+                     {POLLED_REMEDIATE: "remediate = true\n"})
+    running = _agent(tmp_path_factory, config, events_exchange, POLL_SECONDS, (POLLED_REMEDIATE,))
     yield running
     running.stop()
     subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
@@ -176,12 +188,16 @@ def test_notifications_switched_off_then_on(switched_agent, bus, events, tap, no
     assert f"{user}:***@" in switched_agent.tail(10 ** 6)
 
 
-def _create_monitored(agent, section, name, facts):
-    result = harness.cloudmanagers(*agent.command("create", section, name=name, flavor="m1.tiny",
-                                                  image=facts["image"]["name"], wait=60, networks="none"),
-                                   "--monitor", "--json")
+def _monitored(agent, action, section, **attributes):
+    """A request sent with ``monitor: true``; its reply's status."""
+    result = harness.cloudmanagers(*agent.command(action, section, **attributes), "--monitor", "--json")
     assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    return json.loads(result.stdout)["status"]
+
+
+def _create_monitored(agent, section, name, facts):
+    return _monitored(agent, "create", section, name=name, flavor="m1.tiny", image=facts["image"]["name"], wait=60,
+                      networks="none")
 
 
 def test_a_monitored_vm_stopped_outside_drifts_and_comes_back(fast_agent, events, nova, facts, vm_name):
@@ -218,3 +234,33 @@ def test_with_remediate_the_agent_starts_it_again(fast_agent, events, nova, fact
         assert not events.matching(about(fast_agent.uuid, FAST, vm, "compliance_error"))
     finally:
         fast_agent.call("delete", REMEDIATE, name=vm, force=True, wait=30)
+
+
+def test_an_update_s_own_pause_is_no_drift_and_an_outside_unpause_is(polled_agent, events, nova, facts, vm_name):
+    """`update {status: PAUSED, monitor: true, wait}` of a monitored VM in a section that remediates:
+    Nova's notifications of the pause arrive while the update still waits, when the recorded desired
+    state is still ACTIVE. They are no drift: no compliance_error, and the VM is not un-paused, over
+    a few notification and poll cycles. Un-paused outside the agent afterwards, it is a drift again,
+    judged against the new desired state (PAUSED), and remediated."""
+    _create_monitored(polled_agent, POLLED_REMEDIATE, vm_name, facts)
+    vm = nova.servers.find(name=vm_name).id
+    try:
+        asked = time.monotonic()
+        status = _monitored(polled_agent, "update", POLLED_REMEDIATE, name=vm, status="PAUSED", wait=60)
+        assert status["vm_status"] == "PAUSED" and status["vm_actions"] == ["pause"] and status["vm_monitored"]
+        paused, _event = events.first(about(polled_agent.uuid, POLLED_REMEDIATE, vm, vm_status="PAUSED",
+                                            vm_task_state=None), 30, after=asked)
+        events.listen(3 * POLL_SECONDS)
+        assert settle(nova, vm)[0] == "PAUSED"
+        assert not events.matching(about(polled_agent.uuid, POLLED_REMEDIATE, vm, "compliance_error"), after=asked)
+        assert not events.matching(about(polled_agent.uuid, POLLED_REMEDIATE, vm, vm_status="ACTIVE"), after=paused)
+
+        asked = _change(nova, vm, "unpause")
+        _arrived, error = events.first(about(polled_agent.uuid, POLLED_REMEDIATE, vm, "compliance_error"), 30,
+                                       after=asked)
+        assert error["status"]["vm_status"] == "PAUSED" and error["reason"] == "the VM is ACTIVE, desired PAUSED"
+        assert error["remediation"] == {"update": {"status": "PAUSED"}, "vm_actions": ["pause"]}
+        events.first(about(polled_agent.uuid, POLLED_REMEDIATE, vm, "compliance_ok"), 30, after=asked)
+        assert settle(nova, vm, "PAUSED")[0] == "PAUSED"
+    finally:
+        polled_agent.call("delete", POLLED_REMEDIATE, name=vm, force=True, wait=30)

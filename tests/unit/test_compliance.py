@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import threading
 
 import pytest
 
@@ -10,6 +12,7 @@ from cloudmanagers_plugin.agent.compliance import ComplianceMonitor, judge, reme
 from cloudmanagers_plugin.agent.desired_store import FILE_NAME, DesiredStateStore
 from cloudmanagers_plugin.desired import DesiredState
 from tests.support.controller import status_of
+from tests.support.fakecloud import NOVA
 
 WANT = DesiredState("ACTIVE", "1", "web")
 
@@ -268,3 +271,166 @@ def test_the_agent_builds_its_monitor_and_listeners_from_the_sections(tmp_path, 
     assert monitor._remediates("test_os") and not monitor._remediates("quiet") and not monitor._remediates("nosuch")
     assert compliance_monitor(CloudmanagersController(config_path=write_config(tmp_path / "d.conf", text)),
                               feed, 60) is None
+
+
+# -- a VM under change: the request's own change is not a drift ---------------------------------
+
+
+def notify_during(cloud, method, path, notify):
+    """Nova answers ``method path`` as before, then a change event arrives (``notify(vm_id)``)
+    while the request that asked is still running: a notification is that quick."""
+    handler = {"POST": cloud._action, "DELETE": cloud._delete}[method]
+
+    def respond(request, context):
+        body = handler(request, context)
+        notify(request.path.split("/servers/")[1].split("/")[0])
+        return body
+
+    cloud.mocker.register_uri(method, re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+{path}$"), json=respond)
+
+
+@pytest.fixture
+def watched(monitored_call, cloud):
+    """A monitored VM 'web' (ACTIVE) of section test_os, and a monitor that remediates through the
+    same controller: (call, store, monitor, sent, vm_id)."""
+    call, store = monitored_call
+    sent = []
+
+    def run_update(section, attributes):
+        return call("update", **attributes)
+
+    monitor = ComplianceMonitor(store, lambda *message: sent.append(message), 3600.0, lambda _s: True, run_update)
+    vm = cloud.add_server("web")["id"]
+    status_of(call("update", monitor=True, name="web"))
+    yield call, store, monitor, sent, vm
+    monitor.close()
+
+
+def as_nova_has_it(cloud, vm, event="changed"):
+    server = cloud.servers.get(vm) or cloud.deleted[vm]
+    return {**view(server["status"], server["OS-EXT-STS:task_state"]), "vm_id": vm, "vm_event": event}
+
+
+def test_an_update_s_own_change_is_no_drift_and_is_not_undone(watched, cloud):
+    """The race of issue 'compliance in flight': PAUSED arrives while `update PAUSED, monitor, wait` runs;
+    judged against the old desired state (ACTIVE) it was a compliance_error, and remediation un-paused."""
+    call, store, monitor, sent, vm = watched
+    notify_during(cloud, "POST", "/action", lambda vm_id: monitor.on_event("test_os", as_nova_has_it(cloud, vm_id)))
+    status = status_of(call("update", monitor=True, name="web", status="PAUSED", wait=5))
+    monitor.close()
+    assert status["vm_status"] == "PAUSED" and status["vm_actions"] == ["pause"]
+    assert sent == [] and cloud.servers[vm]["status"] == "PAUSED"
+    assert [r for r in cloud.requests() if r.endswith("/action")] == [f"POST /v2.1/servers/{vm}/action"]
+    assert not store.under_change("test_os", vm) and store.get("test_os", vm).desired.status == "PAUSED"
+
+
+def test_after_the_update_events_are_judged_against_its_desired_state(watched, cloud):
+    call, store, monitor, sent, vm = watched
+    status_of(call("update", name="web", status="PAUSED"))  # monitored: the desired state follows
+    monitor.on_event("test_os", as_nova_has_it(cloud, vm))
+    monitor.on_reconcile("test_os", {vm: as_nova_has_it(cloud, vm)})
+    assert sent == []  # PAUSED is what it should be now
+    cloud.servers[vm]["status"] = "ACTIVE"  # unpaused outside the controller
+    monitor.on_event("test_os", as_nova_has_it(cloud, vm))
+    monitor.close()
+    assert [m[1] for m in sent] == ["compliance_error"]
+    assert sent[0][3]["remediation"] == {"update": {"status": "PAUSED"}, "vm_actions": ["pause"]}
+    assert cloud.servers[vm]["status"] == "PAUSED"
+
+
+def test_a_failed_update_leaves_the_desired_state_as_it_was(watched, cloud):
+    call, store, monitor, sent, vm = watched
+    cloud.mocker.register_uri("POST", re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), status_code=500,
+                              json={"computeFault": {"code": 500, "message": "boom"}})
+    assert "error" in call("update", monitor=True, name="web", status="PAUSED")
+    assert not store.under_change("test_os", vm)  # released, though the request failed
+    assert store.get("test_os", vm).desired == DesiredState("ACTIVE", "1", "web")
+    cloud.servers[vm]["status"] = "PAUSED"  # the drift is judged against the state still in force
+    monitor.on_event("test_os", as_nova_has_it(cloud, vm))
+    monitor.close()
+    assert [m[1] for m in sent] == ["compliance_error"] and sent[0][3]["reason"] == "the VM is PAUSED, desired ACTIVE"
+
+
+def test_a_delete_through_the_controller_reports_no_deletion(watched, cloud):
+    call, store, monitor, sent, vm = watched
+    notify_during(cloud, "DELETE", "", lambda vm_id: monitor.on_event("test_os", as_nova_has_it(cloud, vm_id,
+                                                                                                "deleted")))
+    status_of(call("delete", name="web"))
+    monitor.on_reconcile("test_os", {})
+    assert sent == [] and not store.knows("test_os", vm)
+
+
+def test_a_vm_under_change_is_counted_released_and_not_persisted(tmp_path, store):
+    """Two requests on one VM at once: it is under change until both ended, exceptions included."""
+    monitor, sent, updates, _clock = monitor_for(store, remediate=True)
+    first_in, second_done = threading.Event(), threading.Event()
+
+    def second():
+        with store.changing("cloud", "vm1"):
+            first_in.wait(5)
+        second_done.set()
+
+    with pytest.raises(RuntimeError):
+        with store.changing("cloud", "vm1"):
+            worker = threading.Thread(target=second)
+            worker.start()
+            first_in.set()
+            assert second_done.wait(5)
+            assert store.under_change("cloud", "vm1")  # the second ended; the first still runs
+            monitor.on_event("cloud", view("SHUTOFF"))
+            monitor.on_reconcile("cloud", {})
+            assert DesiredStateStore(os.path.dirname(store.path)).under_change("cloud", "vm1") is False
+            raise RuntimeError("the request fails")
+    worker.join()
+    assert not store.under_change("cloud", "vm1") and store.settled("cloud", "vm1").desired == WANT
+    monitor.close()
+    assert sent == [] and updates == []
+
+
+def test_a_remediation_overtaken_by_a_request_is_skipped(store, caplog):
+    """Queued behind another remediation, it meets a request changing the VM: it does nothing, says
+    so, and the VM's next drift is remediated at once. One whose desired state a request changed
+    meanwhile does nothing either."""
+    store.record("cloud", "vm0", DesiredState("ACTIVE", "1", "db"))
+    monitor, sent, updates, clock = monitor_for(store, remediate=True)
+    busy = threading.Event()
+
+    def run_update(section, attributes):
+        busy.wait(5)
+        updates.append(attributes)
+        return {"status": {"vm_actions": ["start"]}}
+
+    def remediations_done():
+        monitor._remediation.submit(lambda: None).result()  # one worker: what was queued before has run
+
+    monitor._run_update = run_update
+    caplog.set_level("INFO")
+    monitor.on_event("cloud", {**view("SHUTOFF"), "vm_id": "vm0"})  # a remediation under way
+    monitor.on_event("cloud", view("SHUTOFF"))  # vm1's waits its turn
+    with store.changing("cloud", "vm1"):  # a user's request arrives
+        busy.set()
+        remediations_done()
+    assert updates == [{"name": "vm0", "status": "ACTIVE"}]
+    skipped = [m[3] for m in sent if m[3]["vm_id"] == "vm1"]
+    assert skipped[0]["remediation"] == {"update": {"status": "ACTIVE"}, "skipped": "a request is changing the VM"}
+    assert "remediation {'status': 'ACTIVE'} skipped: a request is changing the VM" in caplog.text
+    clock.now += 60  # well within alert_interval of the skipped one's alert
+    monitor.on_event("cloud", view("PAUSED"))
+    remediations_done()
+    assert updates[-1] == {"name": "vm1", "status": "ACTIVE"}
+    store.record("cloud", "vm1", DesiredState("SHUTOFF", "1", "web"))  # a request ended after the judgment
+    monitor._remediate("cloud", "vm1", WANT, view("PAUSED"), judge(WANT, view("PAUSED")), clock(),
+                       {"name": "vm1", "status": "ACTIVE"})
+    monitor.close()
+    assert len(updates) == 2
+    assert sent[-1][3]["remediation"]["skipped"] == "a request changed its desired state to SHUTOFF"
+
+
+def test_a_vm_changed_outside_process_is_a_bug_said_loudly(conf_path, cloud, tmp_path):
+    """The marks live as long as a request run by process(); an action called around it could not be released."""
+    controller = CloudmanagersController(config_path=conf_path, desired_states=DesiredStateStore(str(tmp_path / "s")))
+    cloud.add_server("web")
+    with pytest.raises(RuntimeError, match="outside process"):
+        controller.update(res_id="test_os", attributes={"name": "web", "status": "PAUSED"})
+    assert CloudmanagersController(config_path=conf_path).update(  # the legacy synapse agent's path: as before
+        res_id="test_os", attributes={"name": "web", "status": "PAUSED"})["vm_actions"] == ["pause"]
