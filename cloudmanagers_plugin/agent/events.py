@@ -37,6 +37,7 @@ LOG = logging.getLogger("cloudmanagers_plugin.agent.events")
 
 EventListener = Callable[[str, Dict[str, Any]], None]
 ReconcileListener = Callable[[str, Views], None]
+SectionsListener = Callable[[List[str]], None]
 MAX_REPUBLISH_DELAY = 30.0
 JOIN_TIMEOUT = 10.0
 
@@ -76,6 +77,7 @@ class ChangeFeed:
         self._lock = threading.Lock()
         self._listeners: List[EventListener] = []
         self._reconcile_listeners: List[ReconcileListener] = []
+        self._sections_listeners: List[SectionsListener] = []
         self._stopping = threading.Event()
         self._supervisor = threading.Thread(target=self._supervise, name="events", daemon=True)
         self._consumer: Any = None
@@ -101,6 +103,13 @@ class ChangeFeed:
     def on_reconcile(self, listener: ReconcileListener) -> None:
         """Call ``listener(section, views_by_vm_id)`` after each full reconcile (on the section's thread)."""
         self._reconcile_listeners.append(listener)
+
+    def on_sections(self, listener: SectionsListener) -> None:
+        """Call ``listener(sections)`` with the sections watched after each reading of the cloud
+        managers file (at start, then every poll interval, on the supervisor thread), so another
+        source follows the file as the polling does; not when the file cannot be read: what
+        follows it keeps what it has, as the watchers do."""
+        self._sections_listeners.append(listener)
 
     def publish(self, section: str, msg_type: str, status: Dict[str, Any],
                 extra: Optional[Dict[str, Any]] = None) -> None:
@@ -178,6 +187,11 @@ class ChangeFeed:
             LOG.info("events: section '%s' is no longer in the cloud managers file; not watched any more",
                      watcher.section)
             watcher.stop()
+        for listener in self._sections_listeners:
+            try:
+                listener(sorted(wanted))
+            except Exception:  # a listener's bug must not stop the polling's supervision
+                LOG.exception("events: a listener of the sections failed")
 
     # -- publishing ------------------------------------------------------------------------------
 

@@ -5,7 +5,10 @@ pika connection to that bus, its own exclusive, auto-deleted queue bound to Nova
 (``notifications_exchange``, oslo.messaging's ``control_exchange``, ``nova`` by default) with
 the routing key ``versioned_notifications.*``. The cloud's shared
 ``versioned_notifications.info`` queue belongs to the cloud's own consumers (Ceilometer...)
-and is never read here.
+and is never read here. The listeners follow the cloud managers file as the polling does, at
+each of the change feed's readings of it: a section that comes with a bus, or whose bus is added,
+gets a listener; one removed, or whose bus is removed or changes, has its listener stopped (and a
+new one on the new bus).
 
 A notification is only a hint that a VM changed: the listener takes the VM's uuid out of the
 oslo envelope and asks the change feed to read that VM (one Nova GET, which the feed queues on
@@ -31,6 +34,7 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 import pika
 from pika.adapters.select_connection import IOLoop
 
+from ..config import ConfigFile
 from ..errors import CloudManagerError
 from ..transport_url import TransportUrl
 from ..values import printable
@@ -45,9 +49,11 @@ COALESCE_SECONDS = 0.15  # one read per VM per burst window
 RETRY_CAP_SECONDS = 60.0
 HEARTBEAT_SECONDS = 30
 CLOSE_SECONDS = 2.0  # how long a stop waits for the bus connections to close
+RESYNC_SECONDS = 0.05  # a section whose bus changed: how often to look whether the old connection closed
 
 Hint = Tuple[str, str, Optional[str]]  # (event type, VM uuid, project id)
 Later = Callable[[float, Callable[[], None]], None]  # thread-safe "run this after a delay"
+Bus = Tuple[TransportUrl, str]  # a section's bus and Nova's exchange on it
 
 
 def parse_notification(body: bytes) -> Optional[Hint]:
@@ -189,9 +195,16 @@ class NotificationListener:
     def closed(self) -> bool:
         return self._connection is None or self._connection.is_closed
 
+    @property
+    def bus(self) -> Bus:
+        return self._url, self._exchange
+
     # -- AMQP steps ----------------------------------------------------------------------------
 
     def _on_open(self, connection: Any) -> None:
+        if self._stopping:  # stopped while it connected
+            connection.close()
+            return
         self._step = "open a channel"
         connection.channel(on_open_callback=self._on_channel)
 
@@ -220,7 +233,7 @@ class NotificationListener:
 
     def _on_message(self, _channel: Any, _method: Any, _properties: Any, body: bytes) -> None:
         hint = parse_notification(body)
-        if hint is not None:
+        if hint is not None and not self._stopping:
             self._on_hint(self.section, hint)
 
     # -- failures ------------------------------------------------------------------------------
@@ -251,44 +264,55 @@ class NotificationListener:
 
 
 class NotificationService:
-    """Every section's listener on one IOLoop thread of its own (never the agent's I/O thread).
+    """Every section's listener on one IOLoop thread of its own (never the agent's I/O thread),
+    for the sections and buses ``follow`` last gave.
 
-    ``sections``: section -> (bus URL, exchange); ``refresh(section, vm_id)`` is the change
-    feed's read of one VM, which must return at once (the feed queues it); ``project_of(section)``
-    the project id whose VMs the section sees (None while unknown: then no hint is filtered), so
-    a VM of another project on the same bus costs no read.
+    ``refresh(section, vm_id)`` is the change feed's read of one VM, which must return at once (the
+    feed queues it); ``project_of(section)`` the project id whose VMs the section sees (None while
+    unknown: then no hint is filtered), so a VM of another project on the same bus costs no read.
     """
 
-    def __init__(self, agent_uuid: str, sections: Dict[str, Tuple[TransportUrl, str]],
-                 refresh: Callable[[str, str], None], project_of: Callable[[str], Optional[str]],
-                 window: float = COALESCE_SECONDS) -> None:
+    def __init__(self, agent_uuid: str, refresh: Callable[[str, str], None],
+                 project_of: Callable[[str], Optional[str]], window: float = COALESCE_SECONDS) -> None:
+        self._agent_uuid = agent_uuid
         self._ioloop = IOLoop()
         self._refresh = refresh
         self._project_of = project_of
         self._projects: Dict[str, Optional[str]] = {}
         self._coalescer = Coalescer(window, self._later, self._read)
-        self._listeners: List[NotificationListener] = [
-            NotificationListener(section, url, exchange, f"cloudmanagers-agent.{agent_uuid}.{section}"[:255],
-                                 self._ioloop, f"cloudmanagers-agent {agent_uuid} notifications {section}",
-                                 self._hint)
-            for section, (url, exchange) in sections.items()
-        ]
+        # the loop thread's own: what follow asked last, the listeners of it, those stopped and still closing
+        self._wanted: Dict[str, Bus] = {}
+        self._listeners: Dict[str, NotificationListener] = {}
+        self._retiring: List[NotificationListener] = []
+        self._sync_timer: Any = None
+        self._lock = threading.Lock()
+        self._stopped = False
         self._thread = threading.Thread(target=self._run, name="notifications", daemon=True)
 
     @property
     def listeners(self) -> List[NotificationListener]:
-        return list(self._listeners)
+        """The listeners of the sections followed now (stopped ones not included)."""
+        return list(self._listeners.values())
 
-    def start(self) -> None:
-        if not self._listeners:
-            return
-        for listener in self._listeners:
-            self._ioloop.add_callback_threadsafe(listener.start)
-        threading.Thread(target=self._learn_projects, name="notifications-projects", daemon=True).start()
-        self._thread.start()
+    def follow(self, buses: Dict[str, Bus]) -> None:
+        """Listen to the bus of each section of ``buses`` (section -> (URL, exchange)), and of no
+        other: a section new here gets a listener; one gone, or whose URL or exchange changed, has its
+        listener stopped (its connection closed, so its exclusive queue goes) and, if changed, a new
+        one once the old connection closed. Any thread; returns at once. The loop's thread starts
+        with the first bus."""
+        with self._lock:
+            started = self._thread.ident is not None
+            if self._stopped or not (buses or started):
+                return
+            wanted = dict(buses)
+            self._ioloop.add_callback_threadsafe(lambda: self._follow(wanted))
+            if not started:
+                self._thread.start()
 
     def stop(self) -> None:
-        """Close every connection and end the loop's thread."""
+        """Close every connection and end the loop's thread; ``follow`` does nothing after it."""
+        with self._lock:
+            self._stopped = True
         if self._thread.is_alive():
             self._ioloop.add_callback_threadsafe(self._close_all)
             self._thread.join(timeout=10)
@@ -297,28 +321,75 @@ class NotificationService:
         self._ioloop.start()
         self._ioloop.close()
 
+    # -- following the sections (loop thread) ---------------------------------------------------
+
+    def _follow(self, wanted: Dict[str, Bus]) -> None:
+        self._wanted = wanted
+        self._sync()
+
+    def _sync(self) -> None:
+        """Stop the listeners ``_wanted`` no longer has as they are, start those it lacks; a section
+        whose previous listener still closes waits for it (its exclusive queue has the same name)."""
+        self._sync_timer = None
+        self._retiring = [listener for listener in self._retiring if not listener.closed]
+        for section, listener in list(self._listeners.items()):
+            bus = self._wanted.get(section)
+            if bus != listener.bus:
+                self._retire(section, "its notifications_url or notifications_exchange changed" if bus else
+                             "no longer in the cloud managers file with a notifications_url")
+        closing = {listener.section for listener in self._retiring}
+        new = [section for section in sorted(self._wanted) if section not in set(self._listeners) | closing]
+        for section in new:
+            url, exchange = self._wanted[section]
+            listener = NotificationListener(section, url, exchange,
+                                            f"cloudmanagers-agent.{self._agent_uuid}.{section}"[:255], self._ioloop,
+                                            f"cloudmanagers-agent {self._agent_uuid} notifications {section}",
+                                            self._hint)
+            self._listeners[section] = listener
+            listener.start()
+        if new:
+            threading.Thread(target=self._learn_projects, args=(new,), name="notifications-projects",
+                             daemon=True).start()
+        if closing & (set(self._wanted) - set(self._listeners)):
+            self._sync_timer = self._ioloop.call_later(RESYNC_SECONDS, self._sync)
+
+    def _retire(self, section: str, why: str) -> None:
+        listener = self._listeners.pop(section)
+        self._projects.pop(section, None)
+        url, exchange = listener.bus
+        LOG.info("section '%s': no longer listening to Nova's notifications on %s (exchange '%s'): %s",
+                 section, url.masked, exchange, why)
+        listener.stop()
+        self._retiring.append(listener)
+
     def _close_all(self) -> None:
-        for listener in self._listeners:
+        if self._sync_timer is not None:
+            self._ioloop.remove_timeout(self._sync_timer)
+            self._sync_timer = None
+        for listener in self._listeners.values():
             listener.stop()
         self._wait_closed(time.monotonic() + CLOSE_SECONDS)
 
     def _wait_closed(self, deadline: float) -> None:
         """Stop the loop once every connection closed, or at ``deadline``: pika cannot abort an
         attempt still connecting (a bus that does not answer), which the stopping process drops."""
-        if all(listener.closed for listener in self._listeners) or time.monotonic() > deadline:
+        everyone = list(self._listeners.values()) + self._retiring
+        if all(listener.closed for listener in everyone) or time.monotonic() > deadline:
             self._ioloop.stop()
         else:
             self._ioloop.call_later(0.05, lambda: self._wait_closed(deadline))
 
+    # -- hints ----------------------------------------------------------------------------------
+
     def _later(self, delay: float, callback: Callable[[], None]) -> None:
         self._ioloop.add_callback_threadsafe(lambda: self._ioloop.call_later(delay, callback))
 
-    def _learn_projects(self) -> None:
-        for listener in self._listeners:
+    def _learn_projects(self, sections: List[str]) -> None:
+        for section in sections:
             try:
-                self._projects[listener.section] = self._project_of(listener.section)
+                self._projects[section] = self._project_of(section)
             except Exception as err:  # unknown for now: hints of that section are not filtered
-                LOG.debug("section '%s': project id unknown (%s)", listener.section, err)
+                LOG.debug("section '%s': project id unknown (%s)", section, err)
 
     def _hint(self, section: str, hint: Hint) -> None:
         _event_type, vm_id, project = hint
@@ -332,12 +403,27 @@ class NotificationService:
         self._refresh(section, vm_id)
 
 
-def notification_service(agent_uuid: str, controller: Any, feed: Any) -> Optional[NotificationService]:
-    """The listeners of the sections that name their cloud's bus (as the cloud managers file is at
-    start), feeding ``feed.refresh_vm``; None when no section names one."""
-    sections = {name: (section.notifications_url, section.notifications_exchange)
-                for name, section in controller.config.all().items()
-                if not isinstance(section, CloudManagerError) and section.notifications_url is not None}
-    if not sections:
-        return None
-    return NotificationService(agent_uuid, sections, feed.refresh_vm, lambda name: controller.driver(name).project_id())
+def notification_service(agent_uuid: str, controller: Any, feed: Any) -> NotificationService:
+    """The listeners of the sections that name their cloud's bus, feeding ``feed.refresh_vm``; they
+    follow the cloud managers file at each of the feed's readings of it (at start, then every poll
+    interval), as the polling does."""
+    service = NotificationService(agent_uuid, feed.refresh_vm, lambda name: controller.driver(name).project_id())
+
+    def follow(sections: List[str]) -> None:
+        try:
+            found = buses(controller.config, sections)
+        except CloudManagerError:  # unreadable since the feed read it: its next reading says so
+            return
+        service.follow(found)
+
+    feed.on_sections(follow)
+    return service
+
+
+def buses(config: ConfigFile, sections: List[str]) -> Dict[str, Bus]:
+    """The bus of each of ``sections`` (the valid ones the feed just read) that names one."""
+    found = {}
+    for name, section in config.all().items():
+        if name in sections and not isinstance(section, CloudManagerError) and section.notifications_url is not None:
+            found[name] = (section.notifications_url, section.notifications_exchange)
+    return found

@@ -113,8 +113,6 @@ class AgentService:
         try:
             if self.feed is not None:
                 self.feed.start()
-            if self._notifications is not None:
-                self._notifications.start()
             self._consumer.start(self._dispatcher)
             self._ioloop.start()
             if self._notifications is not None:

@@ -14,7 +14,7 @@ import pytest
 from cloudmanagers_plugin.agent import notifications
 from cloudmanagers_plugin.agent.notifications import NotificationService
 from cloudmanagers_plugin.transport_url import parse
-from tests.support.agent import close_connection_named, unique
+from tests.support.agent import close_connection_named, connections_named, temporary_exchange, unique
 from tests.unit.test_notifications import PROJECT, VM, envelope
 
 pytestmark = pytest.mark.rabbitmq
@@ -58,7 +58,7 @@ def publish(exchange, bodies, routing_key="versioned_notifications.info"):
 
 def wait_consuming(service, timeout=10.0):
     deadline = time.monotonic() + timeout
-    while not all(listener.consuming for listener in service.listeners):
+    while not (service.listeners and all(listener.consuming for listener in service.listeners)):
         assert time.monotonic() < deadline, "the listener never consumed"
         time.sleep(0.02)
 
@@ -69,10 +69,9 @@ def start_service():
 
     def start(exchange, url=URL, reads=None):
         agent = unique("agent")
-        service = NotificationService(agent, {"cloud": (parse(url, "test"), exchange)}, reads or Reads(),
-                                      lambda _section: PROJECT)
+        service = NotificationService(agent, reads or Reads(), lambda _section: PROJECT)
         services.append(service)
-        service.start()
+        service.follow({"cloud": (parse(url, "test"), exchange)})
         return service, f"cloudmanagers-agent {agent} notifications cloud"
 
     yield start
@@ -158,12 +157,57 @@ def test_stop_ends_a_listener_still_connecting(broker):
     silent.bind(("127.0.0.1", 0))
     silent.listen(1)
     try:
-        service = NotificationService("agent", {"cloud": (parse(f"rabbit://u:p@127.0.0.1:{silent.getsockname()[1]}/",
-                                                                "test"), "nova")}, Reads(), lambda _s: None)
-        service.start()
+        service = NotificationService("agent", Reads(), lambda _s: None)
+        service.follow({"cloud": (parse(f"rabbit://u:p@127.0.0.1:{silent.getsockname()[1]}/", "test"), "nova")})
         time.sleep(0.3)
         started = time.monotonic()
         service.stop()
         assert time.monotonic() - started < 3
     finally:
         silent.close()
+
+
+def queue_exists(name):
+    with pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1")) as connection:
+        try:
+            connection.channel().queue_declare(name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker:
+            return False
+    return True
+
+
+def test_a_section_that_comes_goes_and_changes_bus_leaves_no_connection_queue_or_thread(
+        nova_exchange, broker, caplog):
+    caplog.set_level(logging.INFO, logger="cloudmanagers_plugin.agent.notifications")
+    agent, reads = unique("agent"), Reads()
+    name, queue = f"cloudmanagers-agent {agent} notifications cloud", f"cloudmanagers-agent.{agent}.cloud"
+    before = set(threading.enumerate())
+    service = NotificationService(agent, reads, lambda _section: PROJECT)
+    bus = (parse("rabbit://guest:guest@127.0.0.1:5672/", "test"), nova_exchange)
+    try:
+        for _ in range(3):
+            service.follow({"cloud": bus})
+            wait_consuming(service)
+            service.follow({})
+            deadline = time.monotonic() + 10
+            while service.listeners or connections_named(name) or queue_exists(queue):
+                assert time.monotonic() < deadline, "the listener's connection or queue stayed"
+                time.sleep(0.1)
+        with temporary_exchange("test-nova-moved", "topic") as moved:
+            service.follow({"cloud": bus})
+            wait_consuming(service)
+            service.follow({"cloud": (bus[0], moved)})  # the exchange changed: a new listener, the same queue name
+            deadline = time.monotonic() + 10
+            while not (service.listeners and service.listeners[0].bus[1] == moved and service.listeners[0].consuming):
+                assert time.monotonic() < deadline, caplog.text
+                time.sleep(0.05)
+            publish(nova_exchange, [envelope()])
+            publish(moved, [envelope()])
+            (_at, section, vm_id), = reads.wait(1)
+            time.sleep(notifications.COALESCE_SECONDS * 3)
+            assert len(reads.calls) == 1 and (section, vm_id) == ("cloud", VM) and len(connections_named(name)) == 1
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING and r.name == notifications.LOG.name]
+        assert set(threading.enumerate()) - before == {service._thread}
+    finally:
+        service.stop()
+    assert set(threading.enumerate()) - before == set() and not connections_named(name)

@@ -8,6 +8,7 @@ exchange of the test's own.
 """
 
 import json
+import os
 import subprocess
 import time
 import urllib.parse
@@ -15,7 +16,7 @@ import uuid
 
 import pytest
 
-from tests.support.agent import EventListener, about, close_connection_named, temporary_exchange
+from tests.support.agent import EventListener, about, close_connection_named, connections_named, temporary_exchange
 from tests.support.e2e import NovaTap, harness, settle, wait_for_first_full_list
 
 FAST = "devcloud_notified"  # notifications on, polling every 300 s: a quick event can only be a notification
@@ -23,6 +24,8 @@ REMEDIATE = "devcloud_remediate"
 SWITCHED = "devcloud_switched"  # notifications on and off, polling every 3 s
 POLLED_REMEDIATE = "devcloud_polled_remediate"  # notifications on, remediate = true, polling every 3 s
 POLL_SECONDS = 3
+LATE = "devcloud_late"  # its bus named while the agent runs, polling every 30 s
+LATE_POLL_SECONDS = 30
 
 
 def rabbitmqctl(*args):
@@ -54,14 +57,20 @@ def events(events_exchange):
 
 
 def _config(path, facts, bus_url, sections):
+    """Write the cloud managers file at once (an agent may be reading it); ``bus_url`` None: the
+    sections name no bus, polling alone."""
     demo = facts["credentials"]["demo"]
+    bus_keys = (f"notifications_url = {bus_url}\nnotifications_exchange = {facts['notifications']['exchange']}\n"
+                if bus_url else "")
     text = "".join(
         f"[{name}]\ncm_type = openstack\nkeystone_base_url = {facts['auth_url']}\n"
         f"project_name = {demo['project_name']}\nusername = {demo['username']}\npassword = {demo['password']}\n"
-        f"notifications_url = {bus_url}\nnotifications_exchange = {facts['notifications']['exchange']}\n{extra}\n"
+        f"{bus_keys}{extra}\n"
         for name, extra in sections.items())
-    path.write_text(text)
-    path.chmod(0o600)
+    written = path.with_name(path.name + ".new")
+    written.write_text(text)
+    written.chmod(0o600)
+    os.replace(written, path)
     return str(path)
 
 
@@ -186,6 +195,42 @@ def test_notifications_switched_off_then_on(switched_agent, bus, events, tap, no
     assert done is not None and arrived - done < 1.0
     assert urllib.parse.urlsplit(bus[0]).password not in switched_agent.tail(10 ** 6)  # never logged
     assert f"{user}:***@" in switched_agent.tail(10 ** 6)
+
+
+def test_a_bus_named_while_the_agent_runs_is_listened_to_without_a_restart(facts, bus, events_exchange, events, tap,
+                                                                          nova, boot, tmp_path_factory):
+    """The listeners follow the cloud managers file at the polling's pace: once the section names its
+    bus, changes come within a second though the next poll may be 30 s away; once it no longer
+    does, the listener's connection goes."""
+    path = tmp_path_factory.mktemp("late") / "cloudmanagers.conf"
+    _config(path, facts, None, {LATE: ""})
+    running = harness.Agent(str(tmp_path_factory.mktemp("agent")), str(path),
+                            events={"exchange": events_exchange, "poll_interval": LATE_POLL_SECONDS}).start()
+    listener = f"cloudmanagers-agent {running.uuid} notifications {LATE}"
+    try:
+        wait_for_first_full_list(running, (LATE,))
+        vm = boot()
+        events.first(about(running.uuid, LATE, vm, vm_status="ACTIVE", vm_task_state=None), LATE_POLL_SECONDS + 30)
+        assert "listening to Nova's notifications" not in running.tail(10 ** 6)  # polling alone so far
+        _config(path, facts, bus[0], {LATE: ""})
+        _wait_log(running, f"section '{LATE}': listening to Nova's notifications", LATE_POLL_SECONDS + 30)
+        for action, status, ended in (("stop", "SHUTOFF", "power_off"), ("start", "ACTIVE", "power_on")):
+            asked = _change(nova, vm, action)
+            arrived, _event = events.first(about(running.uuid, LATE, vm, vm_status=status, vm_task_state=None), 30,
+                                           after=asked)
+            done = tap.ended(vm, ended, after=asked, timeout=5)
+            assert done is not None and arrived - done < 1.0  # a notification's pace, not the polling's
+            settle(nova, vm, status)
+        _config(path, facts, None, {LATE: ""})
+        _wait_log(running, f"section '{LATE}': no longer listening to Nova's notifications", LATE_POLL_SECONDS + 30)
+        deadline = time.monotonic() + 10
+        while connections_named(listener):
+            assert time.monotonic() < deadline, "the listener's connection stayed open"
+            time.sleep(0.2)
+        assert urllib.parse.urlsplit(bus[0]).password not in running.tail(10 ** 6)  # never logged
+    finally:
+        running.stop()
+        subprocess.run(["rabbitmqctl", "-q", "delete_queue", running.uuid], capture_output=True)
 
 
 def _monitored(agent, action, section, **attributes):

@@ -209,16 +209,21 @@ def delete_queue(name: str) -> None:
         connection.channel().queue_delete(name)
 
 
+def connections_named(name: str) -> List[str]:
+    """The broker's pids of the connections whose ``connection_name`` is ``name``."""
+    listing = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return [line.split("\t", 1)[0] for line in listing.splitlines() if f'{{"connection_name","{name}"}}' in line]
+
+
 def close_connection_named(name: str) -> int:
     """Close (broker side) the connections whose ``connection_name`` is ``name``; return how many.
 
     Only the named connections: the shared broker also carries other services' connections.
     """
-    listing = subprocess.run(
-        ["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    pids = [line.split("\t", 1)[0] for line in listing.splitlines() if f'{{"connection_name","{name}"}}' in line]
+    pids = connections_named(name)
     for pid in pids:
         subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test"], check=True, capture_output=True)
     return len(pids)

@@ -239,7 +239,7 @@ def test_monitor_alone_on_a_vm_in_a_reboot_wants_it_active(monitored_call, cloud
 def test_the_agent_builds_its_monitor_and_listeners_from_the_sections(tmp_path, cloud):
     """Only sections naming a bus get a listener; the monitor follows the feed and each section's remediate."""
     from cloudmanagers_plugin.agent.compliance import compliance_monitor
-    from cloudmanagers_plugin.agent.notifications import notification_service
+    from cloudmanagers_plugin.agent.notifications import buses, notification_service
     from tests.support.controller import LEGACY_SECTION, write_config
 
     text = (LEGACY_SECTION + "remediate = true\n" + LEGACY_SECTION.replace("[test_os]", "[quiet]")
@@ -249,7 +249,7 @@ def test_the_agent_builds_its_monitor_and_listeners_from_the_sections(tmp_path, 
 
     class Feed:
         def __init__(self):
-            self.listeners, self.reconcilers, self.refreshed = [], [], []
+            self.listeners, self.reconcilers, self.refreshed, self.sections_listeners = [], [], [], []
 
         def subscribe(self, listener):
             self.listeners.append(listener)
@@ -263,9 +263,13 @@ def test_the_agent_builds_its_monitor_and_listeners_from_the_sections(tmp_path, 
         def refresh_vm(self, section, vm_id):
             self.refreshed.append((section, vm_id))
 
+        def on_sections(self, listener):
+            self.sections_listeners.append(listener)
+
     feed = Feed()
     service = notification_service("a", controller, feed)
-    assert [listener.section for listener in service.listeners] == ["quiet"]
+    assert service.listeners == [] and len(feed.sections_listeners) == 1  # the feed's readings start them
+    assert list(buses(controller.config, ["test_os", "quiet"])) == ["quiet"]
     monitor = compliance_monitor(controller, feed, 60)
     assert feed.listeners == [monitor.on_event] and feed.reconcilers == [monitor.on_reconcile]
     assert monitor._remediates("test_os") and not monitor._remediates("quiet") and not monitor._remediates("nosuch")
