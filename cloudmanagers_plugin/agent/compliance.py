@@ -5,7 +5,12 @@ desired state (``judge``). A VM in the middle of a transition (a task under way,
 reboot, a resize awaiting its confirmation with the desired flavor) gets no verdict yet, nor
 does a VM that a request (a create, an update, a delete, a remediation) is changing: its
 desired state is handed over when the request ends, so meanwhile the VM is going where the
-request sends it, away from a recorded state that is about to be replaced. A
+request sends it, away from a recorded state that is about to be replaced. The latest event
+of such a VM is kept (one per VM under change) and judged as soon as the last request on it
+ends, against the desired state the request left, unless a newer event of the VM was judged
+first. A request during which no event came changed nothing the monitor saw: only a VM not
+compliant is judged then, on the latest view judged of it (kept while it is not compliant),
+for the request may have made its desired state what the VM shows. A
 drift (stopped or paused outside the controller, ERROR, another flavor, deleted) publishes
 ``compliance_error``; while the drift lasts it is repeated at most once per ``alert_interval``
 (synapse's ``[compliance] alert_interval``, 3600 s by default); the VM back where it should be
@@ -66,6 +71,7 @@ class Verdict:
 
 
 OK, PENDING = Verdict("ok"), Verdict("pending")
+Decision = Tuple[DesiredState, Verdict, float]  # what a VM was judged against, the verdict, when
 
 
 def judge(desired: DesiredState, view: View) -> Verdict:
@@ -126,52 +132,107 @@ class ComplianceMonitor:
         self._clock = clock
         self._lock = threading.Lock()
         self._last_alert: Dict[Tuple[str, str], float] = {}
+        # (section, VM) -> its latest event while a request changed it, until judged or overtaken
+        self._held: Dict[Tuple[str, str], Dict[str, Any]] = {}
+        # (section, VM) -> the latest view judged of a VM not compliant, while it is not
+        self._drifted: Dict[Tuple[str, str], View] = {}
         self._remediation = ThreadPoolExecutor(max_workers=1, thread_name_prefix="remediation")
+        store.on_settled(self.on_settled)
 
     def on_event(self, section: str, status: Mapping[str, Any]) -> None:
-        """A change event of ``section`` (VM-details keys plus ``vm_event``)."""
+        """A change event of ``section`` (VM-details keys plus ``vm_event``). The store is read and
+        the verdict given under one lock, so an event kept while a request ran is judged before
+        this newer one or not at all (``on_settled``)."""
         vm_id = status.get("vm_id")
-        entry = self._store.settled(section, vm_id) if isinstance(vm_id, str) else None
-        if entry is not None:
-            self._check(section, vm_id, entry, status)
+        if not isinstance(vm_id, str):
+            return
+        key = (section, vm_id)
+        with self._lock:
+            under_change, entry = self._store.standing(section, vm_id)
+            if under_change:
+                self._held[key] = dict(status)
+                return
+            self._held.pop(key, None)  # kept from a request that just ended: this one is newer
+            decision = self._decide(section, vm_id, entry, status)
+        self._act(section, vm_id, status, decision)
+
+    def on_settled(self, section: str, vm_id: str) -> None:
+        """The last request changing the VM ended (on its thread): judge the latest event that came
+        meanwhile against the desired state the request left. No event: the VM did not change as
+        far as the monitor saw, so only one not compliant is judged again, on its latest view
+        (the request may have made its desired state what the VM shows); no further request."""
+        key = (section, vm_id)
+        with self._lock:
+            under_change, entry = self._store.standing(section, vm_id)
+            if under_change:  # another request began since: its end judges the event
+                return
+            view = self._held.pop(key, None)
+            if entry is None:  # not monitored (any more)
+                self._drifted.pop(key, None)
+                return
+            if view is None:
+                if entry.compliant or key not in self._drifted:
+                    return
+                view = self._drifted[key]
+            decision = self._decide(section, vm_id, entry, view)
+        self._act(section, vm_id, view, decision)
 
     def on_reconcile(self, section: str, views: Mapping[str, Mapping[str, Any]]) -> None:
         """A full read of ``section``: every VM it has, by id; a monitored VM missing is deleted."""
         for vm_id, entry in self._store.settled_vms(section).items():
-            self._check(section, vm_id, entry, views.get(vm_id))
+            view = views.get(vm_id)
+            with self._lock:
+                decision = self._decide(section, vm_id, entry, view)
+            self._act(section, vm_id, view, decision)
 
     def close(self) -> None:
         """Let a remediation under way finish."""
         self._remediation.shutdown(wait=True)
 
-    def _check(self, section: str, vm_id: str, entry: Monitored, view: View) -> None:
+    def _decide(self, section: str, vm_id: str, entry: Optional[Monitored], view: View) -> Optional[Decision]:
+        """What to say of the VM (None: nothing, or not monitored), its compliance noted; the lock is held."""
+        if entry is None:
+            return None
         verdict = judge(entry.desired, view)
-        if verdict.kind == "pending":
-            return
         key = (section, vm_id)
+        if verdict.kind == "ok" or verdict.deleted or (verdict.kind == "pending" and entry.compliant):
+            self._drifted.pop(key, None)
+        else:
+            self._drifted[key] = view
+        if verdict.kind == "pending":
+            return None
         now = self._clock()
-        with self._lock:
-            if verdict.kind == "ok":
-                if entry.compliant:
-                    return
-                self._store.set_compliant(section, vm_id, True)
-                self._last_alert.pop(key, None)
-            else:
-                last = self._last_alert.get(key)
-                if not entry.compliant and last is not None and now - last < self._alert_interval:
-                    return
-                self._store.set_compliant(section, vm_id, False)
-                self._last_alert[key] = now
         if verdict.kind == "ok":
-            self._send(section, vm_id, entry.desired, view, verdict, now, None)
+            if entry.compliant:
+                return None
+            self._store.set_compliant(section, vm_id, True)
+            self._last_alert.pop(key, None)
+        else:
+            last = self._last_alert.get(key)
+            if not entry.compliant and last is not None and now - last < self._alert_interval:
+                return None
+            self._store.set_compliant(section, vm_id, False)
+            self._last_alert[key] = now
+        return entry.desired, verdict, now
+
+    def _act(self, section: str, vm_id: str, view: View, decision: Optional[Decision]) -> None:
+        """Publish the verdict, or hand the drift to the remediation worker (outside the lock)."""
+        if decision is None:
+            return
+        desired, verdict, now = decision
+        if verdict.kind == "ok":
+            self._send(section, vm_id, desired, view, verdict, now, None)
             return
         if verdict.deleted:
             self._store.forget(section, vm_id)
-        attributes = remediation_attributes(vm_id, entry.desired, verdict) if self._remediates(section) else None
-        if attributes is None:
-            self._send(section, vm_id, entry.desired, view, verdict, now, None)
-        else:
-            self._remediation.submit(self._remediate, section, vm_id, entry.desired, view, verdict, now, attributes)
+        attributes = remediation_attributes(vm_id, desired, verdict) if self._remediates(section) else None
+        if attributes is not None:
+            try:
+                self._remediation.submit(self._remediate, section, vm_id, desired, view, verdict, now, attributes)
+                return
+            except RuntimeError:  # closed: a request that ended while the agent stops; say the drift
+                LOG.info("section '%s': VM %s not remediated: the agent is stopping", section, vm_id)
+        self._send(section, vm_id, desired, view, verdict, now, None)
 
     def _remediate(self, section: str, vm_id: str, desired: DesiredState, view: View, verdict: Verdict,
                    now: float, attributes: Dict[str, Any]) -> None:

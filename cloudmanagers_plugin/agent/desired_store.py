@@ -7,7 +7,8 @@ old file or the new one, never half of one. A file that cannot be parsed is move
 (``.unreadable``) with an error line, and monitoring starts empty rather than not at all.
 
 Which VMs requests are changing right now (``changing``) is kept beside, in memory only: it
-describes requests of this process, which end with it.
+describes requests of this process, which end with it. When the last request changing a VM
+ends, the ``on_settled`` listeners (the compliance monitor) hear of it, outside the lock.
 """
 
 import json
@@ -17,13 +18,15 @@ import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from ..conffile import replace_atomically
 from ..desired import DesiredState
 from ..errors import ConfigError
 
 LOG = logging.getLogger(__name__)
+
+SettledListener = Callable[[str, str], None]  # section, VM
 
 FILE_NAME = "monitored.json"
 FORMAT = 1
@@ -44,6 +47,7 @@ class DesiredStateStore:
         self.path = os.path.join(state_dir, FILE_NAME)
         self._lock = threading.Lock()
         self._changes: "Counter[Tuple[str, str]]" = Counter()  # (section, VM) -> requests changing it now
+        self._settled_listeners: List[SettledListener] = []
         try:
             os.makedirs(state_dir, mode=0o700, exist_ok=True)
         except OSError as err:
@@ -87,10 +91,27 @@ class DesiredStateStore:
         finally:
             with self._lock:
                 self._changes[key] -= 1
-                if not self._changes[key]:
+                settled = not self._changes[key]
+                if settled:
                     del self._changes[key]
+            if settled:
+                self._tell_settled(section, vm_id)
+
+    def _tell_settled(self, section: str, vm_id: str) -> None:
+        """On the thread of the request that ended, outside the lock; a listener's failure must not
+        turn the request's reply into an error."""
+        for listener in self._settled_listeners:
+            try:
+                listener(section, vm_id)
+            except Exception:
+                LOG.exception("the request on VM %s of '%s' ended; judging the VM then failed", vm_id, section)
 
     # -- the compliance monitor's side --------------------------------------------------------
+
+    def on_settled(self, listener: SettledListener) -> None:
+        """Call ``listener(section, vm_id)`` when the last request changing the VM ended (after it
+        handed over the VM's desired state), on that request's thread, outside the lock."""
+        self._settled_listeners.append(listener)
 
     def get(self, section: str, vm_id: str) -> Optional[Monitored]:
         with self._lock:
@@ -116,6 +137,11 @@ class DesiredStateStore:
         """Whether a request is changing the VM now."""
         with self._lock:
             return (section, vm_id) in self._changes
+
+    def standing(self, section: str, vm_id: str) -> Tuple[bool, Optional[Monitored]]:
+        """(whether a request is changing the VM, its entry) read together (one lock: no torn read)."""
+        with self._lock:
+            return (section, vm_id) in self._changes, self._sections.get(section, {}).get(vm_id)
 
     def set_compliant(self, section: str, vm_id: str, compliant: bool) -> None:
         with self._lock:

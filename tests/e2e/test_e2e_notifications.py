@@ -266,6 +266,38 @@ def test_a_monitored_vm_stopped_outside_drifts_and_comes_back(fast_agent, events
         fast_agent.call("delete", FAST, name=vm, wait=30)
 
 
+def test_an_update_that_puts_a_drifted_vm_back_or_accepts_its_drift_is_ok_as_it_ends(fast_agent, events, nova, facts, vm_name):
+    """A monitored VM paused outside (no remediation) is a drift; `update {status: ACTIVE, wait}`
+    through the agent puts it back. Nova's notifications of the unpause come while the update
+    waits, so they are judged as it ends: compliance_ok follows its reply within seconds, where
+    polling (300 s) or the reconcile (1800 s) would take minutes. Paused again, it is accepted
+    so by `update {status: PAUSED}`, which asks Nova nothing (no event): compliance_ok as well."""
+    _create_monitored(fast_agent, FAST, vm_name, facts)
+    vm = nova.servers.find(name=vm_name).id
+    try:
+        asked = _change(nova, vm, "pause")
+        _arrived, error = events.first(about(fast_agent.uuid, FAST, vm, "compliance_error"), 30, after=asked)
+        assert error["reason"] == "the VM is PAUSED, desired ACTIVE" and error["remediation"] is None
+        settle(nova, vm, "PAUSED")
+        asked = time.monotonic()
+        reply = fast_agent.call("update", FAST, name=vm, status="ACTIVE", wait=60)
+        assert reply["status"]["vm_status"] == "ACTIVE" and reply["status"]["vm_actions"] == ["unpause"], reply
+        _arrived, ok = events.first(about(fast_agent.uuid, FAST, vm, "compliance_ok"), 10, after=asked)
+        assert ok["current_status"]["vm_status"] == "ACTIVE" and ok["status"]["vm_status"] == "ACTIVE"
+        assert ok["compliant"] is True and ok["back_to_compliance"] is True
+
+        asked = _change(nova, vm, "pause")
+        events.first(about(fast_agent.uuid, FAST, vm, "compliance_error"), 30, after=asked)
+        settle(nova, vm, "PAUSED")
+        asked = time.monotonic()
+        reply = fast_agent.call("update", FAST, name=vm, status="PAUSED")
+        assert reply["status"]["vm_actions"] == [], reply
+        _arrived, ok = events.first(about(fast_agent.uuid, FAST, vm, "compliance_ok"), 10, after=asked)
+        assert ok["status"]["vm_status"] == "PAUSED" and ok["current_status"]["vm_status"] == "PAUSED"
+    finally:
+        fast_agent.call("delete", FAST, name=vm, wait=30)
+
+
 def test_with_remediate_the_agent_starts_it_again(fast_agent, events, nova, facts, vm_name):
     _create_monitored(fast_agent, REMEDIATE, vm_name, facts)
     vm = nova.servers.find(name=vm_name).id

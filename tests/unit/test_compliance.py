@@ -294,16 +294,18 @@ def notify_during(cloud, method, path, notify):
 
 
 @pytest.fixture
-def watched(monitored_call, cloud):
-    """A monitored VM 'web' (ACTIVE) of section test_os, and a monitor that remediates through the
-    same controller: (call, store, monitor, sent, vm_id)."""
+def watched(monitored_call, cloud, request):
+    """A monitored VM 'web' (ACTIVE) of section test_os, and a monitor that remediates (unless
+    parametrized indirectly with False) through the same controller: (call, store, monitor, sent, vm_id)."""
     call, store = monitored_call
     sent = []
+    remediate = getattr(request, "param", True)
 
     def run_update(section, attributes):
         return call("update", **attributes)
 
-    monitor = ComplianceMonitor(store, lambda *message: sent.append(message), 3600.0, lambda _s: True, run_update)
+    monitor = ComplianceMonitor(store, lambda *message: sent.append(message), 3600.0, lambda _s: remediate,
+                                run_update)
     vm = cloud.add_server("web")["id"]
     status_of(call("update", monitor=True, name="web"))
     yield call, store, monitor, sent, vm
@@ -383,12 +385,13 @@ def test_a_vm_under_change_is_counted_released_and_not_persisted(tmp_path, store
             assert store.under_change("cloud", "vm1")  # the second ended; the first still runs
             monitor.on_event("cloud", view("SHUTOFF"))
             monitor.on_reconcile("cloud", {})
+            assert sent == [] and updates == []
             assert DesiredStateStore(os.path.dirname(store.path)).under_change("cloud", "vm1") is False
             raise RuntimeError("the request fails")
     worker.join()
     assert not store.under_change("cloud", "vm1") and store.settled("cloud", "vm1").desired == WANT
-    monitor.close()
-    assert sent == [] and updates == []
+    monitor.close()  # the event that came meanwhile was judged once both ended
+    assert [m[1] for m in sent] == ["compliance_error"] and updates == [("cloud", {"name": "vm1", "status": "ACTIVE"})]
 
 
 def test_a_remediation_overtaken_by_a_request_is_skipped(store, caplog):
@@ -438,3 +441,110 @@ def test_a_vm_changed_outside_process_is_a_bug_said_loudly(conf_path, cloud, tmp
         controller.update(res_id="test_os", attributes={"name": "web", "status": "PAUSED"})
     assert CloudmanagersController(config_path=conf_path).update(  # the legacy synapse agent's path: as before
         res_id="test_os", attributes={"name": "web", "status": "PAUSED"})["vm_actions"] == ["pause"]
+
+
+# -- judged when the request ends: the latest event that came while it ran ----------------------
+
+
+@pytest.mark.parametrize("watched", [False], indirect=True)
+def test_an_update_that_puts_a_drifted_vm_back_is_ok_when_it_ends(watched, cloud):
+    """Before: the unpause's event came during the update and was dropped, so compliance_ok waited
+    for the VM's next event or the next reconcile (30 min by default)."""
+    call, store, monitor, sent, vm = watched
+    cloud.servers[vm]["status"] = "PAUSED"  # paused outside the controller
+    monitor.on_event("test_os", as_nova_has_it(cloud, vm))
+    assert [m[1] for m in sent] == ["compliance_error"]
+    notify_during(cloud, "POST", "/action", lambda vm_id: monitor.on_event("test_os", as_nova_has_it(cloud, vm_id)))
+    status = status_of(call("update", name="web", status="ACTIVE", wait=5))
+    assert status["vm_actions"] == ["unpause"]
+    assert [m[1] for m in sent] == ["compliance_error", "compliance_ok"]  # as the request ended
+    assert sent[1][3]["current_status"]["vm_status"] == "ACTIVE" and store.get("test_os", vm).compliant
+
+
+@pytest.mark.parametrize("watched", [False], indirect=True)
+def test_a_failed_update_s_drift_is_reported_when_it_ends(watched, cloud):
+    """Nova paused the VM but the update got a 500: the desired state stays ACTIVE, and the PAUSED
+    that came while the request ran is a drift, reported as it ends (before: at the next reconcile)."""
+    call, store, monitor, sent, vm = watched
+
+    def pause_then_fail(request, context):
+        cloud.servers[vm]["status"] = "PAUSED"
+        monitor.on_event("test_os", as_nova_has_it(cloud, vm))
+        context.status_code = 500
+        return {"computeFault": {"code": 500, "message": "boom"}}
+
+    cloud.mocker.register_uri("POST", re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), json=pause_then_fail)
+    assert "error" in call("update", monitor=True, name="web", status="PAUSED")
+    assert [m[1] for m in sent] == ["compliance_error"]
+    assert sent[0][3]["reason"] == "the VM is PAUSED, desired ACTIVE" and not store.get("test_os", vm).compliant
+
+
+def test_overlapping_requests_are_judged_once_after_the_last_on_the_latest_event(store):
+    monitor, sent, _updates, _clock = monitor_for(store)
+    first, second = store.changing("cloud", "vm1"), store.changing("cloud", "vm1")
+    first.__enter__()
+    second.__enter__()
+    monitor.on_event("cloud", view("SHUTOFF"))
+    first.__exit__(None, None, None)  # one request ended, the other still runs
+    monitor.on_event("cloud", view("PAUSED"))
+    assert sent == []
+    second.__exit__(None, None, None)
+    assert [m[1] for m in sent] == ["compliance_error"]
+    assert sent[0][3]["current_status"]["vm_status"] == "PAUSED"
+    with store.changing("cloud", "vm1"):  # a later request with no event: nothing to judge again
+        pass
+    assert len(sent) == 1 and monitor._held == {}
+
+
+def test_an_event_judged_after_the_release_overtakes_the_kept_one(tmp_path):
+    """The request ended and a newer event was judged before the monitor heard of the end: the
+    older event kept during the request is never judged after it."""
+    store = DesiredStateStore(str(tmp_path / "state"))
+    store.record("cloud", "vm1", WANT)
+    store.on_settled(lambda section, vm_id: monitor.on_event(section, view("ACTIVE")))  # heard first
+    monitor, sent, _updates, _clock = monitor_for(store)
+    with store.changing("cloud", "vm1"):
+        monitor.on_event("cloud", view("SHUTOFF"))
+    assert sent == [] and monitor._held == {}
+
+
+def test_a_request_without_events_brings_no_verdict(watched, cloud):
+    call, store, monitor, sent, vm = watched
+    status_of(call("update", name="web", status="ACTIVE"))  # nothing to do: no Nova action, no event
+    with store.changing("test_os", vm):
+        store.follow("test_os", vm, DesiredState("SHUTOFF", "1", "web"))  # not what it shows: its next event says
+    monitor.close()
+    assert sent == [] and monitor._held == {}
+    assert [r for r in cloud.requests() if r.endswith("/action")] == []
+
+
+@pytest.mark.parametrize("watched", [False], indirect=True)
+def test_a_drifted_vm_whose_desired_state_a_request_made_what_it_shows_is_ok_when_it_ends(watched, cloud):
+    """No event during the request, but the VM was not compliant: judged again on its latest view,
+    against the desired state the request left (no further request to Nova)."""
+    call, store, monitor, sent, vm = watched
+    cloud.servers[vm]["status"] = "PAUSED"  # paused outside the controller
+    monitor.on_event("test_os", as_nova_has_it(cloud, vm))
+    status_of(call("update", name="web", rename="web2"))  # still drifted, and said so already
+    assert [m[1] for m in sent] == ["compliance_error"]
+    before = len(cloud.requests())
+    assert status_of(call("update", name=vm, status="PAUSED"))["vm_actions"] == []  # the user accepts the pause
+    assert [m[1] for m in sent] == ["compliance_error", "compliance_ok"]
+    assert sent[1][2]["vm_status"] == "PAUSED" and sent[1][3]["current_status"]["vm_status"] == "PAUSED"
+    assert [r for r in cloud.requests()[before:] if "/action" in r] == []
+    assert monitor._drifted == {}
+
+
+def test_a_failing_listener_does_not_fail_the_request(store, caplog):
+    store.on_settled(lambda section, vm_id: 1 / 0)
+    with store.changing("cloud", "vm1"):
+        pass
+    assert not store.under_change("cloud", "vm1") and "the request on VM vm1 of 'cloud' ended; judging the VM then failed" in caplog.text
+
+
+def test_a_request_that_ends_while_the_agent_stops_says_the_drift_without_remediating(store):
+    monitor, sent, updates, _clock = monitor_for(store, remediate=True)
+    with store.changing("cloud", "vm1"):
+        monitor.on_event("cloud", view("SHUTOFF"))
+        monitor.close()  # the agent stops while a worker still runs the request
+    assert updates == [] and [m[1] for m in sent] == ["compliance_error"] and sent[0][3]["remediation"] is None
