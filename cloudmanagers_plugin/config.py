@@ -13,7 +13,7 @@ import os
 import re
 import stat
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 from .errors import ConfigError, MissingLibrary, NotFound
@@ -40,6 +40,7 @@ KNOWN_KEYS = frozenset(
         "networks", "compute_api_version", "protect_running", "password_file",
         "application_credential_id", "application_credential_name", "application_credential_secret",
         "application_credential_secret_file", "notifications_url", "notifications_exchange", "remediate",
+        "notifications_cacert",
     }
 )
 
@@ -77,7 +78,7 @@ class CloudManagerConfig:
     application_credential_name: Optional[str] = None
     application_credential_secret: Optional[str] = field(default=None, repr=False)
     application_credential_secret_file: Optional[str] = None
-    notifications_url: Optional[TransportUrl] = None  # the cloud's bus, for Nova's notifications
+    notifications_url: Optional[TransportUrl] = None  # the cloud's bus, for Nova's notifications (and its CA)
     notifications_exchange: str = "nova"
     remediate: bool = False  # re-apply a monitored VM's desired state when it drifts
 
@@ -306,11 +307,27 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
         application_credential_name=app_name,
         application_credential_secret=app_secret,
         application_credential_secret_file=values.get("application_credential_secret_file") or None,
-        notifications_url=(parse_transport_url(values["notifications_url"], where("notifications_url"))
-                           if values.get("notifications_url") else None),
+        notifications_url=_bus(values, cacert, where),
         notifications_exchange=values.get("notifications_exchange") or "nova",
         remediate=_boolean(values.get("remediate", "false"), where("remediate")),
     )
+
+
+def _bus(values: Dict[str, str], cacert: Optional[str], where) -> Optional[TransportUrl]:
+    """The section's bus, if it names one, with the CA bundle its TLS verifies the brokers against:
+    ``notifications_cacert`` (or oslo's ``?ssl_ca_file=`` in the URL), else the section's ``cacert``
+    (a private cloud's one CA usually signs both its APIs and its bus), else the system's CAs."""
+    if not values.get("notifications_url"):
+        return None
+    url = parse_transport_url(values["notifications_url"], where("notifications_url"))
+    option = values.get("notifications_cacert") or None
+    if option and url.ca_file:
+        raise ConfigError(f"{where('notifications_cacert')}: set it or ssl_ca_file in notifications_url, not both")
+    if url.ca_file and not os.path.isfile(url.ca_file):
+        raise ConfigError(f"{where('notifications_url')}: ssl_ca_file {url.ca_file} does not exist")
+    if option and not os.path.isfile(option):
+        raise ConfigError(f"{where('notifications_cacert')}: file {option} does not exist")
+    return replace(url, ca_file=option or url.ca_file or cacert)
 
 
 def _secret(values: Dict[str, str], key: str, where) -> Optional[str]:

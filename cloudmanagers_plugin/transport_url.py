@@ -2,14 +2,15 @@
 
 ``rabbit://user:password@host:5672/vhost`` (``amqp://`` too), or several brokers of one
 cluster, ``rabbit://u:p@host1:5672,u:p@host2:5672/vhost``, which the listener tries in turn;
-``rabbits://``/``amqps://`` or ``?ssl=1`` asks for TLS. The password is a secret: ``masked``
+``rabbits://``/``amqps://`` or ``?ssl=1`` asks for TLS, verified against the system's CAs or
+oslo's ``?ssl_ca_file=/path/ca.pem`` (the section's ``notifications_cacert``). The password is a secret: ``masked``
 is the only form that may reach a log line, a reply or an exception. The ``host[:port]`` lists
 here are also those of ``[rabbitmq] host`` (the agent's own broker nodes).
 """
 
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from .errors import ConfigError
 
@@ -30,12 +31,14 @@ class Broker:
 
 @dataclass(frozen=True)
 class TransportUrl:
-    """A parsed bus URL: one or more brokers, one vhost, TLS or not."""
+    """A parsed bus URL: one or more brokers, one vhost, TLS or not, and the CA bundle TLS verifies
+    the brokers against (None: the system's CAs). Two URLs differing only by their CA are two buses."""
 
     scheme: str
     brokers: Tuple[Broker, ...]
     vhost: str
     use_ssl: bool
+    ca_file: Optional[str] = None
 
     @property
     def masked(self) -> str:
@@ -69,7 +72,7 @@ def parse(url: str, where: str) -> TransportUrl:
     use_ssl = scheme in TLS_SCHEMES or options.get("ssl", ["0"])[-1].lower() in ("1", "true", "yes", "on")
     brokers = [_broker(part, use_ssl, where) for part in netloc.split(",")]
     vhost = urllib.parse.unquote(path) if path else "/"
-    return TransportUrl(scheme, tuple(brokers), vhost, use_ssl)
+    return TransportUrl(scheme, tuple(brokers), vhost, use_ssl, options.get("ssl_ca_file", [None])[-1] or None)
 
 
 def _broker(text: str, use_ssl: bool, where: str) -> Broker:

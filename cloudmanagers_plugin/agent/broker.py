@@ -20,17 +20,31 @@ from .settings import BrokerSettings
 
 def _require_file(path: str, option: str) -> None:
     if not os.path.isfile(path):
-        raise ConfigError(f"[rabbitmq] {option} = {path}: file not found")
+        raise ConfigError(f"{option} = {path}: file not found")
+
+
+def verifying_context(cafile: Optional[str], option: str) -> ssl.SSLContext:
+    """A client context that verifies the peer's certificate and host name (CERT_REQUIRED,
+    check_hostname) against the CA bundle ``cafile``, or the system's CAs when None.
+
+    ``option`` names where ``cafile`` came from (``[rabbitmq] cacertfile``...) for the ConfigError
+    of a missing or unreadable file: there is no unverified fallback.
+    """
+    if cafile is not None:
+        _require_file(cafile, option)
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (ssl.SSLError, ValueError) as err:
+        raise ConfigError(f"{option} = {cafile}: cannot load the TLS CA bundle: {err}") from None
 
 
 def tls_context(broker: BrokerSettings) -> ssl.SSLContext:
     """A client context that verifies the broker (and presents our certificate with ssl_auth)."""
-    _require_file(broker.cacertfile, "cacertfile")
+    context = verifying_context(broker.cacertfile, "[rabbitmq] cacertfile")
     try:
-        context = ssl.create_default_context(cafile=broker.cacertfile)
         if broker.ssl_auth:
-            _require_file(broker.certfile, "certfile")
-            _require_file(broker.keyfile, "keyfile")
+            _require_file(broker.certfile, "[rabbitmq] certfile")
+            _require_file(broker.keyfile, "[rabbitmq] keyfile")
             context.load_cert_chain(broker.certfile, broker.keyfile)
     except (ssl.SSLError, ValueError) as err:
         raise ConfigError(f"cannot load the TLS files: {err}") from None
@@ -104,14 +118,16 @@ def _broker_text(error: BaseException) -> str:
 
 
 def explain_connection_failure(
-    error: Optional[BaseException], broker: BrokerSettings, endpoint: Optional[Tuple[str, int]] = None
+    error: Optional[BaseException], broker: BrokerSettings, endpoint: Optional[Tuple[str, int]] = None,
+    ca_option: str = "cacertfile",
 ) -> Failure:
     """What went wrong while connecting to the broker, and whether it can fix itself.
 
     pika wraps the cause in several layers whose text is empty or a wall of class names; this
     finds the cause and says it the way an operator needs it. A refused login or vhost is
     permanent (waiting will not change a password); a refused port or an unknown host is not
-    (the broker or the DNS may come back). ``endpoint``: the node that failed, when known.
+    (the broker or the DNS may come back). ``endpoint``: the node that failed, when known;
+    ``ca_option``: the option that names the CA bundle the broker's certificate is checked against.
     """
     cause = _root_cause(error) if error is not None else None
     host, port = endpoint or (broker.host, broker.effective_port)
@@ -130,8 +146,11 @@ def explain_connection_failure(
     if isinstance(cause, ConnectionRefusedError):
         return Failure(f"connection refused on port {port}: is RabbitMQ running and listening there?",
                        False)
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return Failure(f"the broker's TLS certificate failed verification ({cause.verify_message}); "
+                       f"check {ca_option} and the broker certificate", False)
     if isinstance(cause, ssl.SSLError):
-        return Failure(f"TLS handshake failed ({cause.reason or cause}); check cacertfile and the broker certificate",
+        return Failure(f"TLS handshake failed ({cause.reason or cause}); check {ca_option} and the broker certificate",
                        False)
     if isinstance(cause, OSError) and cause.strerror:
         return Failure(cause.strerror, False)

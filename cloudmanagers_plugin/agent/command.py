@@ -86,7 +86,8 @@ def _log_cloud_managers(controller: "CloudmanagersController") -> None:
             LOG.warning("cloud manager '%s' is invalid and answers errors until fixed: %s", name, section)
         else:
             bus = section.notifications_url
+            tls = f", TLS verified against {bus.ca_file or 'the system CAs'}" if bus and bus.use_ssl else ""
             LOG.info("cloud manager '%s': %s, keystone %s, project %s, compute API %s%s%s", name, section.cm_type,
                      section.auth_url, section.project_label, section.compute_api_version,
-                     f", notifications {bus.masked} (exchange '{section.notifications_exchange}')" if bus else "",
+                     f", notifications {bus.masked} (exchange '{section.notifications_exchange}'{tls})" if bus else "",
                      ", remediates monitored VMs" if section.remediate else "")

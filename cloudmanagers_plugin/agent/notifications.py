@@ -26,7 +26,6 @@ the user's token (``_context_auth_token``): they are never logged.
 
 import json
 import logging
-import ssl
 import threading
 import time
 from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
@@ -35,10 +34,10 @@ import pika
 from pika.adapters.select_connection import IOLoop
 
 from ..config import ConfigFile
-from ..errors import CloudManagerError
+from ..errors import CloudManagerError, ConfigError
 from ..transport_url import TransportUrl
 from ..values import printable
-from .broker import explain_connection_failure
+from .broker import explain_connection_failure, verifying_context
 from .settings import BrokerSettings
 from .transport import Backoff
 
@@ -170,18 +169,33 @@ class NotificationListener:
         settings = BrokerSettings(host=broker.host, port=broker.port, ssl_port=broker.port, vhost=self._url.vhost,
                                   username=broker.username, password=broker.password, use_ssl=self._url.use_ssl)
         self._step = f"connect to {broker.host}:{broker.port}"
+        try:
+            ssl_options = self._ssl_options(broker.host)
+        except ConfigError as err:  # the CA file went away since the file was read: retried like an outage
+            self._failed(str(err))
+            return
         parameters = pika.ConnectionParameters(
             host=broker.host, port=broker.port, virtual_host=self._url.vhost,
             credentials=pika.PlainCredentials(broker.username, broker.password),
-            ssl_options=pika.SSLOptions(ssl.create_default_context(), broker.host) if self._url.use_ssl else None,
-            heartbeat=HEARTBEAT_SECONDS, connection_attempts=1,
+            ssl_options=ssl_options, heartbeat=HEARTBEAT_SECONDS, connection_attempts=1,
             client_properties={"connection_name": self._connection_name},
         )
+        ca_option = ("notifications_cacert (or cacert)" if self._url.ca_file
+                     else "notifications_cacert (none is set, so the system's CAs were used)")
         self._connection = pika.SelectConnection(
             parameters, on_open_callback=self._on_open,
-            on_open_error_callback=lambda _c, error: self._failed(explain_connection_failure(error, settings).reason),
+            on_open_error_callback=lambda _c, error: self._failed(
+                explain_connection_failure(error, settings, ca_option=ca_option).reason),
             on_close_callback=self._on_closed, custom_ioloop=self._ioloop,
         )
+
+    def _ssl_options(self, host: str) -> Optional[pika.SSLOptions]:
+        """TLS verified against the section's bus CA (the system's CAs when it names none), host name
+        checked; None for a plain bus."""
+        if not self._url.use_ssl:
+            return None
+        where = f"section [{self.section}]: the bus CA bundle (notifications_cacert or cacert)"
+        return pika.SSLOptions(verifying_context(self._url.ca_file, where), host)
 
     def stop(self) -> None:
         self._stopping = True

@@ -56,3 +56,19 @@ def test_status_says_down_for_a_node_that_does_not_run(tool, tmp_path, capsys):
 def test_a_port_base_outside_the_allowed_range_is_refused(tool, tmp_path):
     with pytest.raises(SystemExit, match="between 1024"):
         tool.layout_from(Namespace(base=str(tmp_path), port_base="32760", prefix="x"))
+
+
+def test_a_lone_node_with_tls_has_its_own_config_with_a_tls_listener(tool, tmp_path):
+    layout = tool.layout_from(Namespace(base=str(tmp_path), port_base="26300", prefix="tls", nodes="1",
+                                        tls=str(tmp_path / "pki")))
+    assert layout.indexes == [1] and layout.tls_port(1) == 26341
+    tool.write_files(layout)
+    config = Path(layout.environment(1)["RABBITMQ_CONFIG_FILE"])
+    assert config == tmp_path / "node1" / "rabbitmq.conf"
+    text = config.read_text()
+    assert "listeners.ssl.default = 127.0.0.1:26341\n" in text and "loopback_users.guest = true\n" in text
+    assert f"ssl_options.certfile = {tmp_path / 'pki' / 'cert.pem'}\n" in text
+    assert "ssl" not in (tmp_path / "rabbitmq.conf").read_text()  # the shared file stays plain
+    assert tool.Layout(tmp_path, 26100, "x").environment(1)["RABBITMQ_CONFIG_FILE"] == str(tmp_path / "rabbitmq.conf")
+    with pytest.raises(SystemExit, match="--nodes 0"):
+        tool.layout_from(Namespace(base=str(tmp_path), port_base="26300", prefix="x", nodes="0"))
