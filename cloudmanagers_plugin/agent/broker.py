@@ -119,7 +119,7 @@ def _broker_text(error: BaseException) -> str:
 
 def explain_connection_failure(
     error: Optional[BaseException], broker: BrokerSettings, endpoint: Optional[Tuple[str, int]] = None,
-    ca_option: str = "cacertfile",
+    ca_option: str = "cacertfile", options: str = "[rabbitmq]",
 ) -> Failure:
     """What went wrong while connecting to the broker, and whether it can fix itself.
 
@@ -127,21 +127,22 @@ def explain_connection_failure(
     finds the cause and says it the way an operator needs it. A refused login or vhost is
     permanent (waiting will not change a password); a refused port or an unknown host is not
     (the broker or the DNS may come back). ``endpoint``: the node that failed, when known;
-    ``ca_option``: the option that names the CA bundle the broker's certificate is checked against.
+    ``ca_option``: the option that names the CA bundle the broker's certificate is checked against;
+    ``options``: where the login, vhost and host came from (a notification bus: its URL).
     """
     cause = _root_cause(error) if error is not None else None
     host, port = endpoint or (broker.host, broker.effective_port)
     if isinstance(cause, pika.exceptions.ProbableAuthenticationError):
         who = "the client certificate" if broker.ssl_auth else f"user '{broker.username}'"
         return Failure(f"the broker refused the login of {who}: {_broker_text(cause)}; "
-                       "check [rabbitmq] username and password", True)
+                       f"check {options} username and password", True)
     if isinstance(cause, pika.exceptions.ProbableAccessDeniedError):
         return Failure(f"the broker denied access to vhost '{broker.vhost}': {_broker_text(cause)}; "
-                       "check [rabbitmq] vhost and the user's permissions on it", True)
+                       f"check {options} vhost and the user's permissions on it", True)
     if isinstance(cause, pika.exceptions.AuthenticationError):
         return Failure(f"the broker offers no usable login mechanism ({cause}); check ssl_auth", True)
     if isinstance(cause, socket.gaierror):
-        return Failure(f"cannot resolve the broker host '{host}' ({cause.strerror}); check [rabbitmq] host",
+        return Failure(f"cannot resolve the broker host '{host}' ({cause.strerror}); check {options} host",
                        False)
     if isinstance(cause, ConnectionRefusedError):
         return Failure(f"connection refused on port {port}: is RabbitMQ running and listening there?",

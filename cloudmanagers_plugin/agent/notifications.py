@@ -185,7 +185,8 @@ class NotificationListener:
         self._connection = pika.SelectConnection(
             parameters, on_open_callback=self._on_open,
             on_open_error_callback=lambda _c, error: self._failed(
-                explain_connection_failure(error, settings, ca_option=ca_option).reason),
+                explain_connection_failure(error, settings, ca_option=ca_option,
+                                           options="notifications_url's").reason),
             on_close_callback=self._on_closed, custom_ioloop=self._ioloop,
         )
 

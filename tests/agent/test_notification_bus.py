@@ -150,6 +150,19 @@ def test_a_missing_exchange_or_a_dead_bus_is_retried_with_back_off(broker, start
     assert not dead.listeners[0].consuming
 
 
+def test_a_refused_login_names_the_bus_url_not_the_agents_broker(nova_exchange, start_service, caplog):
+    """The bus's account is the notifications_url's, not [rabbitmq]'s: the warning must say which to fix."""
+    caplog.set_level(logging.WARNING, logger="cloudmanagers_plugin.agent.notifications")
+    service, _name = start_service(nova_exchange, url="rabbit://guest:not-the-password@127.0.0.1:5672/")
+    deadline = time.monotonic() + 10
+    while "refused the login" not in caplog.text:
+        assert time.monotonic() < deadline, caplog.text
+        time.sleep(0.05)
+    assert "check notifications_url's username and password" in caplog.text
+    assert "[rabbitmq]" not in caplog.text and "not-the-password" not in caplog.text
+    assert not service.listeners[0].consuming
+
+
 def test_stop_ends_a_listener_still_connecting(broker):
     """A bus that accepts the TCP connection but never answers must not hold up the agent's stop."""
     import socket
