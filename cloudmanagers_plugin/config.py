@@ -258,8 +258,7 @@ def _section(path: str, name: str, raw: configparser.SectionProxy) -> CloudManag
     if interface not in INTERFACES:
         raise ConfigError(f"{where('interface')} must be one of {', '.join(INTERFACES)}, got '{interface}'")
     cacert = values.get("cacert") or None
-    if cacert and not os.path.isfile(cacert):
-        raise ConfigError(f"{where('cacert')}: file {cacert} does not exist")
+    _require_file(cacert, f"{where('cacert')}: file")
     compute_url = values.get("nova_base_url") or None
     app_id = values.get("application_credential_id") or None
     app_name = values.get("application_credential_name") or None
@@ -323,11 +322,16 @@ def _bus(values: Dict[str, str], cacert: Optional[str], where) -> Optional[Trans
     option = values.get("notifications_cacert") or None
     if option and url.ca_file:
         raise ConfigError(f"{where('notifications_cacert')}: set it or ssl_ca_file in notifications_url, not both")
-    if url.ca_file and not os.path.isfile(url.ca_file):
-        raise ConfigError(f"{where('notifications_url')}: ssl_ca_file {url.ca_file} does not exist")
-    if option and not os.path.isfile(option):
-        raise ConfigError(f"{where('notifications_cacert')}: file {option} does not exist")
+    _require_file(url.ca_file, f"{where('notifications_url')}: ssl_ca_file")
+    _require_file(option, f"{where('notifications_cacert')}: file")
     return replace(url, ca_file=option or url.ca_file or cacert)
+
+
+def _require_file(path: Optional[str], what: str) -> None:
+    """A CA bundle the section names must be there: a missing one is a config error, never a
+    silent fall back to other CAs."""
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"{what} {path} does not exist")
 
 
 def _secret(values: Dict[str, str], key: str, where) -> Optional[str]:

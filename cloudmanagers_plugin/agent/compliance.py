@@ -265,12 +265,12 @@ class ComplianceMonitor:
     def _overtaken(self, section: str, vm_id: str, desired: DesiredState) -> str:
         """Why a remediation judged against ``desired`` must not act now ('' when it may): a request
         is changing the VM, or one changed its desired state (or stopped monitoring it) since."""
-        entry = self._store.settled(section, vm_id)
-        if entry is not None:
-            return "" if entry.desired == desired else f"a request changed its desired state to {entry.desired.status}"
-        if self._store.under_change(section, vm_id):
+        under_change, entry = self._store.standing(section, vm_id)
+        if under_change:
             return "a request is changing the VM"
-        return "the VM is no longer monitored"
+        if entry is None:
+            return "the VM is no longer monitored"
+        return "" if entry.desired == desired else f"a request changed its desired state to {entry.desired.status}"
 
     def _send(self, section: str, vm_id: str, desired: DesiredState, view: View, verdict: Verdict, now: float,
               remediation: Optional[Dict[str, Any]]) -> None:

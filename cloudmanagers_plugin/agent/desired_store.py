@@ -121,25 +121,15 @@ class DesiredStateStore:
         with self._lock:
             return dict(self._sections.get(section, {}))
 
-    def settled(self, section: str, vm_id: str) -> Optional[Monitored]:
-        """The VM's entry when no request is changing it: None while one is (as for a VM not
-        monitored), so a view of the VM is never judged against a state the request is replacing."""
-        with self._lock:
-            return None if (section, vm_id) in self._changes else self._sections.get(section, {}).get(vm_id)
-
     def settled_vms(self, section: str) -> Dict[str, Monitored]:
         """The monitored VMs of ``section`` that no request is changing."""
         with self._lock:
             return {vm_id: entry for vm_id, entry in self._sections.get(section, {}).items()
                     if (section, vm_id) not in self._changes}
 
-    def under_change(self, section: str, vm_id: str) -> bool:
-        """Whether a request is changing the VM now."""
-        with self._lock:
-            return (section, vm_id) in self._changes
-
     def standing(self, section: str, vm_id: str) -> Tuple[bool, Optional[Monitored]]:
-        """(whether a request is changing the VM, its entry) read together (one lock: no torn read)."""
+        """(whether a request is changing the VM, its entry) read together (one lock: no torn read): a
+        view of a VM under change is never judged against a state the request is replacing."""
         with self._lock:
             return (section, vm_id) in self._changes, self._sections.get(section, {}).get(vm_id)
 

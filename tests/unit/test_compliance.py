@@ -327,7 +327,7 @@ def test_an_update_s_own_change_is_no_drift_and_is_not_undone(watched, cloud):
     assert status["vm_status"] == "PAUSED" and status["vm_actions"] == ["pause"]
     assert sent == [] and cloud.servers[vm]["status"] == "PAUSED"
     assert [r for r in cloud.requests() if r.endswith("/action")] == [f"POST /v2.1/servers/{vm}/action"]
-    assert not store.under_change("test_os", vm) and store.get("test_os", vm).desired.status == "PAUSED"
+    assert not store.standing("test_os", vm)[0] and store.get("test_os", vm).desired.status == "PAUSED"
 
 
 def test_after_the_update_events_are_judged_against_its_desired_state(watched, cloud):
@@ -349,7 +349,7 @@ def test_a_failed_update_leaves_the_desired_state_as_it_was(watched, cloud):
     cloud.mocker.register_uri("POST", re.compile(rf"^{re.escape(NOVA)}/servers/[^/]+/action$"), status_code=500,
                               json={"computeFault": {"code": 500, "message": "boom"}})
     assert "error" in call("update", monitor=True, name="web", status="PAUSED")
-    assert not store.under_change("test_os", vm)  # released, though the request failed
+    assert not store.standing("test_os", vm)[0]  # released, though the request failed
     assert store.get("test_os", vm).desired == DesiredState("ACTIVE", "1", "web")
     cloud.servers[vm]["status"] = "PAUSED"  # the drift is judged against the state still in force
     monitor.on_event("test_os", as_nova_has_it(cloud, vm))
@@ -382,14 +382,15 @@ def test_a_vm_under_change_is_counted_released_and_not_persisted(tmp_path, store
             worker.start()
             first_in.set()
             assert second_done.wait(5)
-            assert store.under_change("cloud", "vm1")  # the second ended; the first still runs
+            assert store.standing("cloud", "vm1")[0]  # the second ended; the first still runs
             monitor.on_event("cloud", view("SHUTOFF"))
             monitor.on_reconcile("cloud", {})
             assert sent == [] and updates == []
-            assert DesiredStateStore(os.path.dirname(store.path)).under_change("cloud", "vm1") is False
+            assert DesiredStateStore(os.path.dirname(store.path)).standing("cloud", "vm1")[0] is False
             raise RuntimeError("the request fails")
     worker.join()
-    assert not store.under_change("cloud", "vm1") and store.settled("cloud", "vm1").desired == WANT
+    under_change, entry = store.standing("cloud", "vm1")
+    assert not under_change and entry.desired == WANT
     monitor.close()  # the event that came meanwhile was judged once both ended
     assert [m[1] for m in sent] == ["compliance_error"] and updates == [("cloud", {"name": "vm1", "status": "ACTIVE"})]
 
@@ -539,7 +540,7 @@ def test_a_failing_listener_does_not_fail_the_request(store, caplog):
     store.on_settled(lambda section, vm_id: 1 / 0)
     with store.changing("cloud", "vm1"):
         pass
-    assert not store.under_change("cloud", "vm1") and "the request on VM vm1 of 'cloud' ended; judging the VM then failed" in caplog.text
+    assert not store.standing("cloud", "vm1")[0] and "the request on VM vm1 of 'cloud' ended; judging the VM then failed" in caplog.text
 
 
 def test_a_request_that_ends_while_the_agent_stops_says_the_drift_without_remediating(store):
